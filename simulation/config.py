@@ -7,6 +7,7 @@ in months from fund inception unless the name says ``_years``. ``docs/model.md``
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
@@ -109,7 +110,7 @@ class FundTerms(_Model):
     gp_commitment: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.02
     deployment_period_years: Annotated[float, Field(ge=0.0, le=30.0)] = 3.0
     deployment_pace: DeploymentPace = DeploymentPace.EVEN
-    deployment_target_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.90
+    deployment_target_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.88
     capital_call_mode: CapitalCallMode = CapitalCallMode.AS_NEEDED
     capital_call_schedule: tuple[CallScheduleEntry, ...] = ()
     reinvestment_period_years: Annotated[float, Field(ge=0.0, le=30.0)] = 5.0
@@ -127,17 +128,17 @@ class FundTerms(_Model):
     def _check(self) -> Self:
         if self.capital_call_mode is CapitalCallMode.SCHEDULE:
             if not self.capital_call_schedule:
-                raise ValueError("capital_call_schedule is required when capital_call_mode is 'schedule'")
+                raise ValueError("capital_call_schedule: required when capital_call_mode is 'schedule'")
             if abs(sum(e.fraction for e in self.capital_call_schedule) - 1.0) > 1e-9:
-                raise ValueError("capital_call_schedule fractions must sum to 1")
+                raise ValueError("capital_call_schedule: fractions must sum to 1")
             if max(e.year for e in self.capital_call_schedule) >= self.term_years:
-                raise ValueError("capital_call_schedule years must fall inside the fund term")
+                raise ValueError("capital_call_schedule: years must fall inside the fund term")
         elif self.capital_call_schedule:
-            raise ValueError("capital_call_schedule is only used when capital_call_mode is 'schedule'")
+            raise ValueError("capital_call_schedule: only used when capital_call_mode is 'schedule'")
         if self.deployment_period_years >= self.term_years:
-            raise ValueError("deployment_period_years must be shorter than term_years")
+            raise ValueError("deployment_period_years: must be shorter than term_years")
         if self.reinvestment_period_years > self.term_years:
-            raise ValueError("reinvestment_period_years must not exceed term_years")
+            raise ValueError("reinvestment_period_years: must not exceed term_years")
         return self
 
 
@@ -180,9 +181,9 @@ class Waterfall(_Model):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.catch_up is CatchUp.FULL and self.catch_up_rate != 1.0:
-            raise ValueError("catch_up_rate must be 1 for a full catch-up (use catch_up 'partial')")
+            raise ValueError("catch_up_rate: must be 1 for a full catch-up (use catch_up 'partial')")
         if self.catch_up is CatchUp.PARTIAL and not self.carry_rate < self.catch_up_rate < 1.0:
-            raise ValueError("a partial catch_up_rate must lie strictly between carry_rate and 1")
+            raise ValueError("catch_up_rate: a partial catch-up rate must lie strictly between carry_rate and 1")
         return self
 
 
@@ -195,9 +196,9 @@ class TieredShare(_Model):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if len(self.shares) != len(self.thresholds) + 1:
-            raise ValueError("tiered shares need exactly one more entry than thresholds")
+            raise ValueError("shares: tiered shares need exactly one more entry than thresholds")
         if any(b <= a for a, b in zip(self.thresholds, self.thresholds[1:])):
-            raise ValueError("tiered thresholds must be strictly ascending")
+            raise ValueError("thresholds: must be strictly ascending")
         return self
 
 
@@ -256,9 +257,9 @@ class GeneratedBook(_Model):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if not self.min_loan_size <= self.avg_loan_size <= self.max_loan_size:
-            raise ValueError("avg_loan_size must lie within [min_loan_size, max_loan_size]")
+            raise ValueError("avg_loan_size: must lie within [min_loan_size, max_loan_size]")
         if not self.min_ltv <= self.ltv_mean <= self.max_ltv:
-            raise ValueError("ltv_mean must lie within [min_ltv, max_ltv]")
+            raise ValueError("ltv_mean: must lie within [min_ltv, max_ltv]")
         return self
 
 
@@ -278,9 +279,9 @@ class ExistingLoan(_Model):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if not 0.0 < self.amount / self.property_value < 1.0:
-            raise ValueError("LTV (amount / property_value) must lie in (0, 1)")
+            raise ValueError("amount: LTV (amount / property_value) must lie in (0, 1)")
         if self.planned_exit_month is not None and self.planned_exit_month <= self.origination_month:
-            raise ValueError("planned_exit_month must come after origination_month")
+            raise ValueError("planned_exit_month: must come after origination_month")
         return self
 
 
@@ -296,17 +297,17 @@ class Book(_Model):
     def _check(self) -> Self:
         names = [r.name for r in self.regions]
         if not names:
-            raise ValueError("at least one region is required")
+            raise ValueError("regions: at least one region is required")
         if len(set(names)) != len(names):
-            raise ValueError("region names must be unique")
+            raise ValueError("regions: region names must be unique")
         ids = [loan.id for loan in self.loans]
         if len(set(ids)) != len(ids):
-            raise ValueError("loan ids must be unique")
+            raise ValueError("loans: loan ids must be unique")
         unknown = sorted({loan.region for loan in self.loans} - set(names))
         if unknown:
-            raise ValueError(f"loans reference unknown regions {unknown}")
+            raise ValueError(f"loans: loans reference unknown regions {unknown}")
         if not self.loans and not self.generate:
-            raise ValueError("the book is empty: give loans or set generate")
+            raise ValueError("loans: the book is empty: give loans or set generate")
         return self
 
 
@@ -354,7 +355,7 @@ class Market(_Model):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.min_hold_years >= self.avg_exit_year:
-            raise ValueError("min_hold_years must be shorter than avg_exit_year")
+            raise ValueError("min_hold_years: must be shorter than avg_exit_year")
         return self
 
 
@@ -390,11 +391,27 @@ class SimulationConfig(_Model):
         term_months = self.fund.term_years * 12
         late = [loan.id for loan in self.book.loans if loan.origination_month >= term_months]
         if late:
-            raise ValueError(f"loans originate after the fund term: {late[:5]}")
+            raise ValueError(f"book.loans: loans originate after the fund term: {late[:5]}")
         explicit = sum(loan.amount for loan in self.book.loans)
         if explicit > self.fund.size:
-            raise ValueError("explicit loans exceed the fund size")
+            raise ValueError("book.loans: explicit loans exceed the fund size")
+        needs_calibration = any(z.exit_hazard is None for z in self.market.zones())
+        if needs_calibration and round(self.market.avg_exit_year * 12) > self.loans.term_months:
+            raise ValueError("market.avg_exit_year: the median voluntary exit must come before loan maturity "
+                             "(or give every zone an exit_hazard)")
+        if self.committed_during_deployment() > self.fund.size * (1.0 + 1e-12):
+            raise ValueError(
+                "fund.deployment_target_fraction: the initial book, organisation costs, reserve and fees and "
+                "expenses over the deployment period exceed the commitments")
         return self
+
+    def committed_during_deployment(self) -> float:
+        """Commitment needed by the end of deployment: book, organisation costs, reserve, running costs."""
+        fund, fees = self.fund, self.fees
+        book = max(fund.deployment_target_fraction * fund.size, sum(loan.amount for loan in self.book.loans))
+        years = fund.deployment_period_years
+        running = (fees.management_fee_rate + fees.expense_rate) * fund.size * years + fees.fixed_expenses * years
+        return book + fees.organisation_costs + fund.reserve_fraction * fund.size + running
 
     @property
     def term_months(self) -> int:
@@ -409,10 +426,18 @@ def load_config(data: dict[str, Any] | None = None) -> SimulationConfig:
         raise ConfigError(_violations(exc)) from None
 
 
+_FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_.]*): (.+)$", re.DOTALL)
+
+
 def _violations(exc: ValidationError) -> list[tuple[str, str]]:
+    """``(dotted field path, message)``; a validator names a sub-field as ``"field: message"``."""
     out = []
     for err in exc.errors():
-        path = ".".join(str(part) for part in err["loc"])
+        parts = [str(part) for part in err["loc"]]
         message = err["msg"].removeprefix("Value error, ")
-        out.append((path or "config", message))
+        named = _FIELD_PREFIX.match(message)
+        if named:
+            parts.append(named.group(1))
+            message = named.group(2)
+        out.append((".".join(parts) or "config", message))
     return out

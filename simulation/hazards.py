@@ -67,18 +67,27 @@ def first_passage(
 
     ``cum`` (P, S, M + 1) is non-decreasing along months; the loan arrays are (K,), thresholds are
     non-negative and may be +inf, and a start at or beyond M never passes. The comparison is the
-    floating-point one as written, ties included. All loans are answered by one ``np.searchsorted``;
-    loans in path-major order keep its memory access local.
+    floating-point one as written, ties included. Loans that never pass by month M are settled by
+    one look-up; the rest share a vectorised binary search over the months (⌈log2 M⌉ gathers).
     """
     _, n_series, n_points = cum.shape
     last_month = n_points - 1
+    flat = cum.reshape(-1)
     path, series, start = (np.asarray(a, dtype=np.int64) for a in (path, series, start))
-    base = cum[path, series, np.minimum(start, last_month)]
-    target = _smallest_value_reaching(base, np.asarray(threshold, dtype=float))
-    row = path * n_series + series
-    month = np.searchsorted(_row_keys(cum), _complex(row, target), side="left") - row * n_points
-    month = np.maximum(month, start + 1)  # a zero threshold or a flat run is met at or before start
-    return np.where(month > last_month, n_points, month)
+    row_start = (path * n_series + series) * n_points
+    first = np.minimum(start, last_month)
+    target = _smallest_value_reaching(flat[row_start + first], np.asarray(threshold, dtype=float))
+    month = np.full(path.shape, n_points, dtype=np.int64)
+    passing = np.flatnonzero((start < last_month) & (flat[row_start + last_month] >= target))
+    rows, goal = row_start[passing], target[passing]
+    low, high = first[passing] + 1, np.full(passing.shape, last_month)  # answer in [low, high]
+    while passing.size and np.any(low < high):
+        middle = (low + high) // 2
+        reached = flat[rows + middle] >= goal
+        high = np.where(reached, middle, high)
+        low = np.where(reached, low, middle + 1)
+    month[passing] = low
+    return month
 
 
 def calibrate_exit_hazard(
@@ -128,22 +137,3 @@ def _smallest_value_reaching(base: np.ndarray, threshold: np.ndarray) -> np.ndar
     target = np.where(target - base < threshold, np.nextafter(target, np.inf), target)
     below = np.nextafter(target, -np.inf)
     return np.where(below - base >= threshold, below, target)
-
-
-def _row_keys(cum: np.ndarray) -> np.ndarray:
-    """All rows of ``cum`` as one sorted array of complex keys ``row + i·value``.
-
-    NumPy orders complex numbers lexicographically, real part first, so the keys sort by row and
-    then by value, and every value is kept exactly: no float offsets that would round them.
-    """
-    n_rows = cum.shape[0] * cum.shape[1]
-    rows = np.broadcast_to(np.arange(n_rows)[:, None], (n_rows, cum.shape[2]))
-    return _complex(rows, cum.reshape(n_rows, -1)).ravel()
-
-
-def _complex(real: np.ndarray, imag: np.ndarray) -> np.ndarray:
-    """``real + i·imag`` built part by part, so an infinite imaginary part stays inf (1j·inf is nan)."""
-    out = np.empty(np.shape(real), dtype=complex)
-    out.real = real
-    out.imag = imag
-    return out

@@ -1,0 +1,201 @@
+"""The fund's cash ledger on a monthly grid, vectorised over paths (domain §2.8).
+
+Loan cash flows are scattered onto ``(paths, months + 1)`` arrays first; fees and expenses
+follow from them; then one pass over the months moves cash: interest, flows, capital calls up
+to the reserve target, and distributions of the cash above the reserve and pending fundings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import loans
+from .config import CapitalCallMode, FeeBasis, FeeRecipient, FeeTiming
+from .lifecycle import MONTHS_PER_YEAR, ChunkMarket, ModelParams, Outcomes, share_for
+
+QUARTER = 3
+
+
+@dataclass(frozen=True)
+class LoanFlows:
+    """Monthly sums over every loan of every generation, each ``(paths, months + 1)``."""
+
+    originations: np.ndarray  # initial book
+    recycled: np.ndarray  # loans bought with recycled proceeds
+    proceeds: np.ndarray  # exits, maturities and fund-end sales
+    recoveries: np.ndarray
+    origination_fees: np.ndarray
+    acquisition_fees: np.ndarray
+    disposition_fees: np.ndarray
+    outstanding: np.ndarray  # principal on the book at each month end
+    mark_months: np.ndarray
+    loan_value: np.ndarray  # (paths, marks): fair value of active loans plus pending recoveries
+
+
+def _monthly(path: np.ndarray, month: np.ndarray, weights: np.ndarray, n_paths: int, months: int) -> np.ndarray:
+    size = n_paths * (months + 1)
+    return np.bincount(path * (months + 1) + month, weights, size).reshape(n_paths, months + 1)
+
+
+def loan_flows(params: ModelParams, mkt: ChunkMarket, outcomes: list[Outcomes], n_paths: int,
+               mark_months: np.ndarray) -> LoanFlows:
+    fees = params.config.fees
+    m = params.months
+    zero = np.zeros((n_paths, m + 1))
+    sums = {name: zero.copy() for name in
+            ("originations", "recycled", "proceeds", "recoveries", "origination_fees", "acquisition_fees",
+             "disposition_fees", "outstanding")}
+    loan_value = np.zeros((n_paths, len(mark_months)))
+    for out in outcomes:
+        ln = out.loans
+        funded = _monthly(ln.path, ln.origination, ln.amount, n_paths, m)
+        sums["originations" if out.generation == 0 else "recycled"] += funded
+        sums["proceeds"] += _monthly(ln.path, out.cash_month, np.where(out.defaulted, 0.0, out.cash), n_paths, m)
+        sums["recoveries"] += _monthly(ln.path, out.cash_month, np.where(out.defaulted, out.cash, 0.0), n_paths, m)
+        sums["origination_fees"] += fees.origination_fee_rate * funded
+        sums["acquisition_fees"] += _monthly(ln.path, ln.origination, fees.acquisition_fee_rate * ln.value0,
+                                             n_paths, m)
+        sums["disposition_fees"] += _monthly(ln.path, out.cash_month,
+                                             np.where(out.defaulted, 0.0, fees.disposition_fee_rate * out.cash),
+                                             n_paths, m)
+        sums["outstanding"] += funded - _monthly(ln.path, out.event_month, ln.amount, n_paths, m)
+        loan_value += _marks(params, mkt, out, n_paths, mark_months)
+    sums["outstanding"] = np.cumsum(sums["outstanding"], axis=1)
+    return LoanFlows(**sums, mark_months=mark_months, loan_value=loan_value)
+
+
+def _marks(params: ModelParams, mkt: ChunkMarket, out: Outcomes, n_paths: int, mark_months: np.ndarray) -> np.ndarray:
+    """Mark-to-model value at each mark month: index-based fair value, or the pending recovery."""
+    ln, terms = out.loans, params.config.loans
+    log_index = mkt.series_log.reshape(-1)
+    row = (ln.path * mkt.series_log.shape[1] + params.series(ln.zone, ln.region)) * mkt.series_log.shape[2]
+    log_at_origination = log_index[row + ln.origination]
+    values = np.zeros((n_paths, len(mark_months)))
+    for j, t in enumerate(mark_months):
+        a = np.flatnonzero((ln.origination <= t) & (t < out.event_month))
+        amount, value0 = ln.amount[a], ln.value0[a]
+        value_t = value0 * np.exp(log_index[row[a] + t] - log_at_origination[a])
+        fair = loans.fair_value(amount, value0, value_t, (t - ln.origination[a]) / MONTHS_PER_YEAR, ln.rate[a],
+                                share_for(params, amount, value0, ln.share[a], value_t), terms.share_depreciation,
+                                terms.senior_ltv * value0, terms.sale_cost)
+        pending = out.defaulted & (out.event_month <= t) & (t < out.cash_month)
+        values[:, j] = (np.bincount(ln.path[a], fair, n_paths)
+                        + np.bincount(ln.path[pending], out.cash[pending], n_paths))
+    return values
+
+
+def mark_months_for(params: ModelParams) -> np.ndarray:
+    """Year ends for reporting, plus quarter ends when a fee is charged on NAV."""
+    fees = params.config.fees
+    nav_basis = FeeBasis.NAV in {fees.management_fee_basis, fees.expense_basis} or (
+        fees.step_down.enabled and fees.step_down.basis is FeeBasis.NAV)
+    step = QUARTER if nav_basis else MONTHS_PER_YEAR
+    return np.arange(0, params.months + 1, step)
+
+
+@dataclass(frozen=True)
+class Costs:
+    management_fees: np.ndarray  # (paths, months + 1)
+    expenses: np.ndarray  # fund expenses incl. organisation costs and acquisition/disposition fees
+
+
+def costs(params: ModelParams, flows: LoanFlows) -> Costs:
+    """Quarterly fees and expenses for each quarter of ``[0, term)``; exactly ``term`` years of fees."""
+    cfg = params.config
+    fees, size, m = cfg.fees, cfg.fund.size, params.months
+    n_paths = flows.outstanding.shape[0]
+    starts = np.arange(0, m, QUARTER)
+    pay = starts if fees.management_fee_timing is FeeTiming.ADVANCE else starts + QUARTER
+    mark_index = np.searchsorted(flows.mark_months, starts, side="right") - 1
+
+    def basis(kind: FeeBasis) -> np.ndarray:
+        if kind is FeeBasis.COMMITTED:
+            return np.full((n_paths, len(starts)), size)
+        if kind is FeeBasis.INVESTED:
+            return flows.outstanding[:, starts]
+        return flows.loan_value[:, mark_index]
+
+    quarter = QUARTER / MONTHS_PER_YEAR
+    stepped = fees.step_down.enabled & (starts >= fees.step_down.after_year * MONTHS_PER_YEAR)
+    management = quarter * fees.management_fee_rate * np.where(
+        stepped, fees.step_down.rate_multiplier * basis(fees.step_down.basis), basis(fees.management_fee_basis))
+    fixed = fees.fixed_expenses * (1.0 + fees.fixed_expense_growth) ** (starts // MONTHS_PER_YEAR)
+    expenses = quarter * (fees.expense_rate * basis(fees.expense_basis) + fixed)
+
+    management_fees = np.zeros((n_paths, m + 1))
+    expense_flow = np.zeros((n_paths, m + 1))
+    management_fees[:, pay] = management
+    expense_flow[:, pay] = expenses
+    expense_flow[:, 0] += fees.organisation_costs
+    expense_flow += flows.acquisition_fees + flows.disposition_fees
+    return Costs(management_fees=management_fees, expenses=expense_flow)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    calls: np.ndarray  # capital called from the LP class (LPs and the GP commitment)
+    distributions: np.ndarray  # distributable cash handed to the waterfall
+    cash: np.ndarray  # month-end cash after calls and distributions (negative = overdraft)
+    interest: np.ndarray  # idle-cash interest (or overdraft cost when negative)
+    net_operating: np.ndarray  # loan and fee flows, excluding calls, interest and distributions
+    reserve_target: np.ndarray
+
+
+def run_ledger(params: ModelParams, flows: LoanFlows, cost: Costs) -> Ledger:
+    cfg = params.config
+    fund, m = cfg.fund, params.months
+    n_paths = flows.outstanding.shape[0]
+    fee_income = flows.origination_fees if cfg.fees.origination_fee_recipient is FeeRecipient.FUND else 0.0
+    net = (flows.proceeds + flows.recoveries + fee_income
+           - flows.originations - cost.management_fees - cost.expenses)
+    reserve = _reserve_target(params, cost)
+    pending = flows.originations.sum(axis=1, keepdims=True) - np.cumsum(flows.originations, axis=1)
+    scheduled = _scheduled_calls(params)
+    topup_until = fund.reinvestment_period_years * MONTHS_PER_YEAR
+    monthly_rate = (1.0 + fund.cash_rate) ** (1.0 / MONTHS_PER_YEAR) - 1.0
+
+    calls, distributions, cash_out, interest_out = (np.zeros((n_paths, m + 1)) for _ in range(4))
+    cash = np.zeros(n_paths)
+    unfunded = np.full(n_paths, fund.size)
+    for month in range(m + 1):
+        interest = cash * monthly_rate
+        cash = cash + interest + net[:, month]
+        floor = reserve[:, month] if month <= topup_until else 0.0
+        call = np.clip(np.maximum(scheduled[month], floor - cash), 0.0, unfunded)
+        cash += call
+        unfunded -= call
+        if month == m:
+            paid = np.maximum(cash, 0.0)
+        elif month % fund.distribution_frequency_months == 0 and month > 0:
+            paid = np.maximum(0.0, cash - reserve[:, month] - pending[:, month])
+        else:
+            paid = 0.0
+        cash -= paid
+        calls[:, month], distributions[:, month] = call, paid
+        cash_out[:, month], interest_out[:, month] = cash, interest
+    return Ledger(calls=calls, distributions=distributions, cash=cash_out, interest=interest_out,
+                  net_operating=net, reserve_target=reserve)
+
+
+def _reserve_target(params: ModelParams, cost: Costs) -> np.ndarray:
+    """``max(reserve_fraction·size, next reserve_months of fees and expenses)``; zero at fund end."""
+    fund, m = params.config.fund, params.months
+    running = np.cumsum(cost.management_fees + cost.expenses, axis=1)
+    ahead = np.minimum(np.arange(m + 1) + fund.reserve_months_of_costs, m)
+    upcoming = running[:, ahead] - running
+    target = np.maximum(fund.reserve_fraction * fund.size, upcoming)
+    target[:, m] = 0.0
+    return target
+
+
+def _scheduled_calls(params: ModelParams) -> np.ndarray:
+    fund, m = params.config.fund, params.months
+    scheduled = np.zeros(m + 1)
+    if fund.capital_call_mode is CapitalCallMode.UPFRONT:
+        scheduled[0] = fund.size
+    elif fund.capital_call_mode is CapitalCallMode.SCHEDULE:
+        for entry in fund.capital_call_schedule:
+            scheduled[int(round(entry.year * MONTHS_PER_YEAR))] += entry.fraction * fund.size
+    return scheduled

@@ -1,0 +1,190 @@
+"""Per-path results of one chunk: waterfall, IRRs, multiples, yearly marks and credit tallies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import metrics, waterfall
+from .config import FeeRecipient, WaterfallStructure, ZONES
+from .irr import irr_batch, npv
+from .ledger import Costs, Ledger, LoanFlows
+from .lifecycle import MONTHS_PER_YEAR, ModelParams, Outcomes
+
+IRR_METRICS = ("gross_irr", "fund_irr", "lp_net_irr", "gp_irr")
+CREDIT_COLUMNS = ("loans", "defaults", "exposure", "exposure_at_default", "losses", "loan_years")
+YEARLY_SERIES = ("nav", "lp_dpi", "lp_rvpi", "lp_tvpi", "lp_cumulative_distributions", "total_value")
+CASHFLOW_LINES = ("contributions", "distributions", "management_fees", "expenses", "originations",
+                  "exit_proceeds", "recoveries", "gp_carry")
+
+
+@dataclass(frozen=True)
+class PathResults:
+    """Everything the aggregation needs from a chunk; per-path arrays have ``paths`` rows."""
+
+    scalars: dict[str, np.ndarray]  # (paths,)
+    irr_reasons: dict[str, np.ndarray]  # (paths,) int8 IrrReason codes
+    yearly: dict[str, np.ndarray]  # (paths, years + 1) at year ends
+    credit: np.ndarray  # (zones, len(CREDIT_COLUMNS)) sums over paths
+    cashflows: dict[str, np.ndarray]  # (years + 1,) sums over paths of each year's flows
+
+    @staticmethod
+    def concatenate(parts: list[PathResults]) -> PathResults:
+        return PathResults(
+            scalars={k: np.concatenate([p.scalars[k] for p in parts]) for k in parts[0].scalars},
+            irr_reasons={k: np.concatenate([p.irr_reasons[k] for p in parts]) for k in parts[0].irr_reasons},
+            yearly={k: np.concatenate([p.yearly[k] for p in parts]) for k in parts[0].yearly},
+            credit=sum((p.credit for p in parts), np.zeros_like(parts[0].credit)),
+            cashflows={k: sum(p.cashflows[k] for p in parts) for k in parts[0].cashflows},
+        )
+
+
+def waterfall_terms(params: ModelParams) -> waterfall.WaterfallTerms:
+    w = params.config.waterfall
+    catch_up = {"full": 1.0, "partial": w.catch_up_rate, "none": 0.0}[w.catch_up.value]
+    return waterfall.WaterfallTerms(
+        hurdle_rate=w.hurdle_rate, compounding=w.hurdle_compounding.value, carry_rate=w.carry_rate,
+        catch_up_rate=catch_up, gp_commitment=params.config.fund.gp_commitment,
+        management_fee_offset=w.management_fee_offset)
+
+
+def _split(params: ModelParams, ledger: Ledger, cost: Costs, outcomes: list[Outcomes],
+           times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LP-class distributions and GP carry per month under the configured waterfall."""
+    terms = waterfall_terms(params)
+    w = params.config.waterfall
+    if w.structure is WaterfallStructure.EUROPEAN:
+        result = waterfall.european(ledger.calls, ledger.distributions, times, terms, cost.management_fees)
+        return result.lp_class, result.gp_carry
+    deal_contribution, start, proceeds, end = _deals(ledger, outcomes, times)
+    result = waterfall.american(deal_contribution, start, proceeds, end, ledger.distributions, ledger.calls,
+                                times, terms, loss_carryforward=w.loss_carryforward, clawback=w.clawback,
+                                management_fees=cost.management_fees)
+    return result.lp_class, result.gp_carry
+
+
+def _deals(ledger: Ledger, outcomes: list[Outcomes], times: np.ndarray):
+    """Each loan is a deal; its contribution carries fees and expenses pro rata to principal."""
+    n_paths = ledger.calls.shape[0]
+    path = np.concatenate([o.loans.path for o in outcomes])
+    amount = np.concatenate([o.loans.amount for o in outcomes])
+    origination = np.concatenate([o.loans.origination for o in outcomes])
+    cash_month = np.concatenate([o.cash_month for o in outcomes])
+    cash = np.concatenate([o.cash for o in outcomes])
+    order = np.argsort(path, kind="stable")
+    counts = np.bincount(path, minlength=n_paths)
+    width = counts.max()
+    rank = np.arange(len(path)) - np.repeat(np.cumsum(counts) - counts, counts)
+    grid = np.full((n_paths, width), np.nan)
+
+    def place(values: np.ndarray) -> np.ndarray:
+        out = grid.copy()
+        out[path[order], rank] = values[order]
+        return out
+
+    principal_total = np.bincount(path, amount, n_paths)
+    paid_in = ledger.calls.sum(axis=1)
+    scale = np.divide(paid_in, principal_total, out=np.ones(n_paths), where=principal_total > 0)
+    return (place(amount * scale[path]), place(times[origination]), place(cash), place(times[cash_month]))
+
+
+def _irr(flows: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rates, reasons, _ = irr_batch(flows, times)
+    return rates, reasons
+
+
+def year_index(months: int) -> np.ndarray:
+    """Reporting year of each month: month 0 is year 0, months 12(y-1)+1 .. 12y are year y."""
+    return (np.arange(months + 1) + MONTHS_PER_YEAR - 1) // MONTHS_PER_YEAR
+
+
+def _by_year(flow: np.ndarray, years: int) -> np.ndarray:
+    index = year_index(flow.shape[1] - 1)
+    return np.stack([flow[:, index == y].sum(axis=1) for y in range(years + 1)], axis=1)
+
+
+def compute(params: ModelParams, outcomes: list[Outcomes], flows: LoanFlows, cost: Costs,
+            ledger: Ledger) -> PathResults:
+    cfg = params.config
+    m, g = params.months, cfg.fund.gp_commitment
+    years = cfg.fund.term_years
+    times = np.arange(m + 1) / MONTHS_PER_YEAR
+    lp_class, carry = _split(params, ledger, cost, outcomes, times)
+    fee_to_fund = cfg.fees.origination_fee_recipient is FeeRecipient.FUND
+    fund_fee_income = flows.origination_fees if fee_to_fund else 0.0
+    gp_fee_income = 0.0 if fee_to_fund else flows.origination_fees
+
+    invested = flows.originations + flows.recycled
+    returned = flows.proceeds + flows.recoveries + fund_fee_income
+    gross_cf = returned - invested
+    fund_cf = ledger.distributions - ledger.calls
+    lp_cf = (1.0 - g) * (lp_class - ledger.calls)
+    gp_cf = g * (lp_class - ledger.calls) + carry + cost.management_fees + gp_fee_income
+
+    scalars: dict[str, np.ndarray] = {}
+    reasons: dict[str, np.ndarray] = {}
+    for name, cf in zip(IRR_METRICS, (gross_cf, fund_cf, lp_cf, gp_cf)):
+        scalars[name], reasons[name] = _irr(cf, times)
+
+    lp_paid_in = (1.0 - g) * ledger.calls.sum(axis=1)
+    lp_distributed = (1.0 - g) * lp_class.sum(axis=1)
+    scalars["gross_moic"] = metrics.multiples(invested, returned).moic
+    scalars["fund_moic"] = metrics.multiples(ledger.calls, ledger.distributions).moic
+    lp_multiples = metrics.multiples(ledger.calls, lp_class)
+    scalars["lp_moic"], scalars["lp_roi"] = lp_multiples.moic, lp_multiples.roi
+    scalars["lp_payback_years"] = metrics.payback_period(lp_cf, times)
+    scalars["lp_npv"] = npv(cfg.reporting.discount_rate, lp_cf, times)
+    scalars["gp_carry"] = carry.sum(axis=1)
+    scalars["gp_total_income"] = (carry + cost.management_fees + gp_fee_income).sum(axis=1)
+    scalars["lp_contributions"] = lp_paid_in
+    scalars["lp_distributions"] = lp_distributed
+    scalars["recycling_ratio"] = flows.recycled.sum(axis=1) / cfg.fund.size
+    scalars["min_cash"] = ledger.cash.min(axis=1)
+
+    year_ends = np.arange(years + 1) * MONTHS_PER_YEAR
+    mark_at = np.searchsorted(flows.mark_months, year_ends)
+    nav = ledger.cash[:, year_ends] + flows.loan_value[:, mark_at]
+    cumulative_paid_in = (1.0 - g) * np.cumsum(ledger.calls, axis=1)[:, year_ends]
+    cumulative_lp = (1.0 - g) * np.cumsum(lp_class, axis=1)[:, year_ends]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dpi = cumulative_lp / cumulative_paid_in
+        rvpi = (1.0 - g) * nav / cumulative_paid_in
+    total_value = nav + np.cumsum(ledger.distributions, axis=1)[:, year_ends]
+    scalars["lp_dpi"] = dpi[:, -1]
+    scalars["max_drawdown"] = metrics.max_drawdown(total_value)
+    yearly = {"nav": nav, "lp_dpi": dpi, "lp_rvpi": rvpi, "lp_tvpi": dpi + rvpi,
+              "lp_cumulative_distributions": cumulative_lp, "total_value": total_value}
+
+    credit, loan_stats = _credit(outcomes, ledger.calls.shape[0])
+    scalars.update(loan_stats)
+    by_year = {
+        "contributions": ledger.calls, "distributions": ledger.distributions,
+        "management_fees": cost.management_fees, "expenses": cost.expenses, "originations": invested,
+        "exit_proceeds": flows.proceeds, "recoveries": flows.recoveries, "gp_carry": carry,
+    }
+    cashflows = {k: _by_year(v, years).sum(axis=0) for k, v in by_year.items()}
+    cashflows["nav"] = nav.sum(axis=0)
+    return PathResults(scalars=scalars, irr_reasons=reasons, yearly=yearly, credit=credit, cashflows=cashflows)
+
+
+def _credit(outcomes: list[Outcomes], n_paths: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Credit tallies by zone (summed over paths) and per-path WAL, default and loss rates."""
+    credit = np.zeros((len(ZONES), len(CREDIT_COLUMNS)))
+    principal, weighted_life, count, defaults, losses = (np.zeros(n_paths) for _ in range(5))
+    for out in outcomes:
+        ln = out.loans
+        life = (out.event_month - ln.origination) / MONTHS_PER_YEAR
+        ead = ln.amount * (1.0 + ln.rate * life)
+        loss = np.where(out.defaulted, np.maximum(0.0, ead - out.cash), 0.0)
+        d = out.defaulted.astype(float)
+        for column, values in enumerate((np.ones_like(d), d, ln.amount, d * ead, loss, life)):
+            credit[:, column] += np.bincount(ln.zone, values, len(ZONES))
+        principal += np.bincount(ln.path, ln.amount, n_paths)
+        weighted_life += np.bincount(ln.path, ln.amount * life, n_paths)
+        count += np.bincount(ln.path, minlength=n_paths)
+        defaults += np.bincount(ln.path, d, n_paths)
+        losses += np.bincount(ln.path, loss, n_paths)
+    stats = {"wal_years": weighted_life / principal, "default_rate": defaults / count,
+             "loss_rate": losses / principal, "loans_funded": count}
+    return credit, stats

@@ -75,7 +75,7 @@ def _fmt(name: str, value: float) -> str:
     if name in PERCENT:
         return f"{value:.2%}"
     if name in MONEY:
-        return f"{value:,.0f}"
+        return f"{value / 1e6:,.2f}M"
     return f"{value:.4f}"
 
 
@@ -84,8 +84,9 @@ def summary_table(result: SimulationResult) -> Table:
     title = (f"{info.paths:,} paths · seed {info.seed} · engine {info.engine_version} · "
              f"{info.loans_in_book} loans · {info.elapsed_seconds:.2f} s")
     table = Table(title=title)
-    for column in ("metric", "mean", "std", "P5", "P50", "P95", "NaN"):
-        table.add_column(column, justify="right" if column != "metric" else "left")
+    table.add_column("metric", no_wrap=True)
+    for column in ("mean", "std", "P5", "P50", "P95", "NaN"):
+        table.add_column(column, justify="right")
     for name, s in result.metrics.items():
         q = s.quantiles
         table.add_row(name, *(_fmt(name, v) for v in (s.mean, s.std, q[5], q[50], q[95])), str(s.nan_count))
@@ -95,17 +96,18 @@ def summary_table(result: SimulationResult) -> Table:
 def risk_table(result: SimulationResult) -> Table:
     risk = result.risk
     table = Table(title="risk (LP net IRR across paths)")
-    table.add_column("measure")
+    table.add_column("measure", no_wrap=True)
     table.add_column("value", justify="right")
-    rows = [("volatility", f"{risk.volatility:.2%}"), ("Sharpe", f"{risk.sharpe:.3f}"),
-            ("Sortino", f"{risk.sortino:.3f}"), ("P(IRR ≥ hurdle)", f"{risk.prob_hurdle:.1%}"),
-            ("P(IRR ≥ target)", f"{risk.prob_target_irr:.1%}"), ("P(MOIC ≥ target)", f"{risk.prob_target_multiple:.1%}"),
-            ("P(loss)", f"{risk.prob_loss:.1%}")]
+    pct = "lp_net_irr"  # formatted as a percentage
+    rows = [("volatility", _fmt(pct, risk.volatility)), ("Sharpe", _fmt("", risk.sharpe)),
+            ("Sortino", _fmt("", risk.sortino)), ("P(IRR ≥ hurdle)", _fmt(pct, risk.prob_hurdle)),
+            ("P(IRR ≥ target)", _fmt(pct, risk.prob_target_irr)),
+            ("P(MOIC ≥ target)", _fmt(pct, risk.prob_target_multiple)), ("P(loss)", _fmt(pct, risk.prob_loss))]
     for tail in risk.tails:
         level = f"{tail.confidence:.0%}"
-        rows += [(f"IRR VaR {level}", f"{tail.irr_var:.2%}"), (f"IRR CVaR {level}", f"{tail.irr_cvar:.2%}"),
-                 (f"capital VaR {level}", f"{tail.capital_var:.2%}"),
-                 (f"capital CVaR {level}", f"{tail.capital_cvar:.2%}")]
+        rows += [(f"IRR VaR {level}", _fmt(pct, tail.irr_var)), (f"IRR CVaR {level}", _fmt(pct, tail.irr_cvar)),
+                 (f"capital VaR {level} (loss)", _fmt(pct, tail.capital_var)),
+                 (f"capital CVaR {level} (loss)", _fmt(pct, tail.capital_cvar))]
     for row in rows:
         table.add_row(*row)
     return table

@@ -39,8 +39,8 @@ def generate() -> list[Path]:
         f"-I{well_known}",
         f"--python_out={ROOT}",
         f"--grpc_python_out={ROOT}",
-        f"--mypy_out={ROOT}",
-        f"--mypy_grpc_out={ROOT}",
+        f"--mypy_out=quiet:{ROOT}",
+        f"--mypy_grpc_out=quiet:{ROOT}",
         *[str(f) for f in files],
     ]
     if protoc.main(args) != 0:

@@ -1,0 +1,264 @@
+"""The server's aio interceptors: correlation id, auth, metrics and error mapping.
+
+Each one wraps the method handler grpc found, so it runs *around the call itself*, for unary and
+streaming responses alike (a streaming call stays inside the interceptor until its last message).
+They are installed outermost first: ``[CorrelationInterceptor, AuthInterceptor, MetricsInterceptor,
+ErrorInterceptor]``. The error interceptor is innermost, so metrics see the final status code; the
+auth interceptor turns its own refusals into statuses through the same error model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import grpc
+
+from server import errors
+from server.auth import INSECURE_PRINCIPAL, OPEN_METHOD_PREFIXES, Principal, TokenVerifier, current_principal
+from server.observability import Metrics, correlation_id_var, method_var
+
+log = logging.getLogger(__name__)
+
+CORRELATION_HEADER = "x-correlation-id"
+_CORRELATION_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+CallScope = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor, ABC):
+    """Runs ``around_call`` around every call it intercepts, whatever the handler's shape."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        return wrap_handler(handler, lambda context: self.around_call(method, context))
+
+    @abstractmethod
+    def around_call(
+        self, method: str, context: grpc.aio.ServicerContext
+    ) -> AbstractAsyncContextManager[None]:
+        """An async context manager entered before the handler runs and left after its last message."""
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMethodHandler:
+    """A handler like ``handler`` whose behaviour runs inside ``scope(context)``.
+
+    Streaming behaviours may be async generators or coroutines that call ``context.write``; unary ones
+    may be coroutines. Requests (single or streamed) pass through untouched.
+    """
+    options = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.response_streaming:
+        stream_inner = handler.stream_stream if handler.request_streaming else handler.unary_stream
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with scope(context):
+                result = stream_inner(request, context)
+                if hasattr(result, "__aiter__"):
+                    async for response in result:
+                        yield response
+                elif inspect.isawaitable(result):
+                    await result
+                else:
+                    raise TypeError(
+                        f"streaming handler returned {type(result).__name__}, not an async iterator"
+                    )
+
+        factory = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_stream_rpc_method_handler
+        )
+        return factory(streaming, **options)
+
+    unary_inner = handler.stream_unary if handler.request_streaming else handler.unary_unary
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with scope(context):
+            result = unary_inner(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+    factory = (
+        grpc.stream_unary_rpc_method_handler
+        if handler.request_streaming
+        else grpc.unary_unary_rpc_method_handler
+    )
+    return factory(unary, **options)
+
+
+def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    for item_key, value in context.invocation_metadata() or ():
+        if item_key == key:
+            return value if isinstance(value, str) else None
+    return None
+
+
+class CorrelationInterceptor(CallInterceptor):
+    """Gives every call a correlation id: the caller's ``x-correlation-id`` if well-formed, else a new one.
+
+    The id is echoed in the initial metadata and held in a context variable, so every log line written
+    while serving the call carries it. (Each aio RPC runs in its own task, so nothing leaks between calls.)
+    """
+
+    @asynccontextmanager
+    async def around_call(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        incoming = _metadata_value(context, CORRELATION_HEADER)
+        correlation_id = (
+            incoming if incoming and _CORRELATION_PATTERN.fullmatch(incoming) else uuid.uuid4().hex
+        )
+        correlation_id_var.set(correlation_id)
+        method_var.set(method)
+        await context.send_initial_metadata(((CORRELATION_HEADER, correlation_id),))
+        yield
+
+
+class AuthInterceptor(CallInterceptor):
+    """Admits a call only with a valid bearer token holding the scope its method requires.
+
+    ``scopes`` maps full method names (``/pkg.Service/Method``) to the one scope each needs. A method
+    missing from the map is refused (fail closed); methods under ``open_prefixes`` (health, reflection)
+    need no token. With ``verifier=None`` (auth explicitly disabled) every caller is the insecure
+    principal, but unmapped methods are still refused, so dev and prod expose the same surface.
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier | None,
+        scopes: Mapping[str, str],
+        *,
+        open_prefixes: tuple[str, ...] = OPEN_METHOD_PREFIXES,
+        metrics: Metrics | None = None,
+    ):
+        self._verifier = verifier
+        self._scopes = dict(scopes)
+        self._open_prefixes = open_prefixes
+        self._metrics = metrics
+
+    @asynccontextmanager
+    async def around_call(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        if method.startswith(self._open_prefixes):
+            yield
+            return
+        try:
+            principal = await self._authorise(method, context)
+        except errors.ServiceError as refusal:
+            if self._metrics is not None:
+                self._metrics.auth_denied.labels(method=method, reason=refusal.reason).inc()
+            log.warning("call refused: %s", refusal.message, extra={"reason": refusal.reason})
+            await errors.abort(context, refusal)
+        current_principal.set(principal)
+        yield
+
+    async def _authorise(self, method: str, context: grpc.aio.ServicerContext) -> Principal:
+        principal = INSECURE_PRINCIPAL if self._verifier is None else await self._verify(context)
+        required = self._scopes.get(method)
+        if required is None:
+            raise errors.PermissionDenied(
+                f"Method {method} is not open to callers.",
+                reason="METHOD_NOT_ALLOWED",
+                metadata={"method": method},
+            )
+        if required not in principal.scopes:
+            raise errors.PermissionDenied(
+                f"This call needs the scope {required}.",
+                reason="SCOPE_MISSING",
+                metadata={"required_scope": required},
+            )
+        return principal
+
+    async def _verify(self, context: grpc.aio.ServicerContext) -> Principal:
+        assert self._verifier is not None
+        header = _metadata_value(context, "authorization")
+        if not header:
+            raise errors.Unauthenticated(
+                "This call needs an 'authorization: Bearer <token>' header.", reason="TOKEN_MISSING"
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise errors.Unauthenticated(
+                "The authorization header must be 'Bearer <token>'.", reason="TOKEN_INVALID"
+            )
+        return await self._verifier.verify(token.strip())
+
+
+class MetricsInterceptor(CallInterceptor):
+    """Counts calls, times them, tracks those in flight, and logs one line per finished call."""
+
+    def __init__(self, metrics: Metrics, *, quiet_prefixes: tuple[str, ...] = OPEN_METHOD_PREFIXES):
+        self._metrics = metrics
+        self._quiet_prefixes = quiet_prefixes
+
+    @asynccontextmanager
+    async def around_call(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        metrics = self._metrics
+        metrics.rpc_started.labels(method=method).inc()
+        in_flight = metrics.rpc_in_flight.labels(method=method)
+        in_flight.inc()
+        started = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            yield
+            code = context.code() or grpc.StatusCode.OK
+        except BaseException as error:
+            code = _final_code(error, context)
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            in_flight.dec()
+            metrics.rpc_handled.labels(method=method, code=code.name).inc()
+            metrics.rpc_duration.labels(method=method).observe(seconds)
+            level = logging.DEBUG if method.startswith(self._quiet_prefixes) else logging.INFO
+            log.log(
+                level, "call finished", extra={"code": code.name, "duration_ms": round(seconds * 1000, 3)}
+            )
+
+
+def _final_code(error: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    if isinstance(error, grpc.aio.AbortError):
+        return context.code() or grpc.StatusCode.UNKNOWN
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        return grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context) else grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+def _deadline_passed(context: grpc.aio.ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
+class ErrorInterceptor(CallInterceptor):
+    """Turns exceptions into statuses: ``ServiceError`` by the error model, anything else INTERNAL.
+
+    ``CancelledError`` is never caught (the client went away), and a handler's own ``context.abort``
+    passes through unchanged.
+    """
+
+    @asynccontextmanager
+    async def around_call(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        try:
+            yield
+        except grpc.aio.AbortError:
+            raise
+        except errors.ServiceError as error:
+            log.info("call failed: %s", error.message, extra={"reason": error.reason})
+            await errors.abort(context, error)
+        except Exception as error:
+            log.error("unexpected error while handling the call", exc_info=error)
+            await errors.abort(context, error, correlation_id_var.get())

@@ -1,0 +1,199 @@
+"""The server's one typed configuration, read from flags, the environment and an optional TOML file.
+
+Precedence is flags > environment (``EQUIHOME_<FIELD>``) > file > defaults. The file is named by
+``--config`` or ``EQUIHOME_CONFIG`` and holds the same keys as the fields below, flat. Unknown keys in
+any source are rejected with the source named (``EQUIHOME_PROT``, ``server.toml: prot``), because a
+typo that silently falls back to a default is worse than a refusal to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "EQUIHOME_"
+CONFIG_ENV = "EQUIHOME_CONFIG"
+DEFAULT_ISSUER = "equihome-dev"
+DEFAULT_AUDIENCE = "equihome-simulation"
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting could not be read; the message names the source and the key."""
+
+
+class Settings(BaseModel):
+    """Everything the server process needs to start. Defaults are safe for a developer laptop."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    host: str = Field("127.0.0.1", description="interface the gRPC server binds")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free port")
+    metrics_enabled: bool = Field(True, description="serve Prometheus metrics over HTTP")
+    metrics_host: str = Field("127.0.0.1", description="interface the metrics exporter binds")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="metrics port; 0 picks a free port")
+    data_dir: Path = Field(Path("./data"), description="SQLite store, dev signing key, page-token secret")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="root log level")
+
+    max_concurrent_runs: int = Field(
+        2, ge=1, description="simulation jobs executing at once (worker processes)"
+    )
+    max_queued_runs: int = Field(
+        16, ge=0, description="accepted jobs waiting for a worker before RESOURCE_EXHAUSTED"
+    )
+    shutdown_cancels_runs: bool = Field(
+        True, description="on shutdown cancel running jobs (else wait for them)"
+    )
+    grace_period_s: float = Field(10.0, ge=0, description="seconds in-flight RPCs get to finish on shutdown")
+
+    max_concurrent_rpcs: int = Field(256, ge=1, description="RPCs served at once; more are refused")
+    max_message_bytes: int = Field(8 * MIB, ge=1024, description="largest request or response message")
+    keepalive_time_ms: int = Field(60_000, ge=1000, description="server pings an idle connection this often")
+    keepalive_timeout_ms: int = Field(20_000, ge=1000, description="and drops it if the ping is not answered")
+    min_ping_interval_ms: int = Field(10_000, ge=0, description="shortest client ping interval tolerated")
+    keepalive_permit_without_calls: bool = Field(True, description="allow client pings with no call open")
+    max_connection_age_ms: int | None = Field(None, ge=1000, description="recycle connections (L4 balancers)")
+
+    auth_jwks_url: str | None = Field(None, description="fetch signing keys from this JWKS URL")
+    auth_key_file: Path | None = Field(None, description="read signing keys from this JWK set file")
+    auth_issuer: str = Field(DEFAULT_ISSUER, min_length=1, description="required token issuer (iss)")
+    auth_audience: str = Field(DEFAULT_AUDIENCE, min_length=1, description="required token audience (aud)")
+    auth_leeway_s: int = Field(30, ge=0, le=300, description="clock skew tolerated on exp/nbf/iat")
+    insecure_disable_auth: bool = Field(False, description="serve without authentication (development only)")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        if self.auth_jwks_url and self.auth_key_file:
+            raise ValueError("set auth_jwks_url or auth_key_file, not both")
+        if self.auth_jwks_url and urlsplit(self.auth_jwks_url).scheme not in {"https", "http"}:
+            raise ValueError("auth_jwks_url must be an http(s) URL")
+        return self
+
+    @property
+    def auth_mode(self) -> Literal["disabled", "jwks_url", "key_file", "dev_key"]:
+        """Where token signing keys come from (``dev_key``: generated under the data directory)."""
+        if self.insecure_disable_auth:
+            return "disabled"
+        if self.auth_jwks_url:
+            return "jwks_url"
+        return "key_file" if self.auth_key_file else "dev_key"
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain values with secrets masked: what logs and ``repr`` show."""
+        values = self.model_dump(mode="json")
+        if self.auth_jwks_url:
+            values["auth_jwks_url"] = _redact_url(self.auth_jwks_url)
+        return values
+
+    def __repr_args__(self) -> Any:
+        return self.redacted().items()
+
+
+def _redact_url(url: str) -> str:
+    """Drop credentials and query string, which is where secrets hide in URLs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (
+        ("***@" if parts.username or parts.password else "") + host + (f":{parts.port}" if parts.port else "")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
+
+
+FIELD_NAMES = tuple(Settings.model_fields)
+
+
+def settings_parser() -> argparse.ArgumentParser:
+    """A parser with one flag per setting plus ``--config``; use it as ``parents=[settings_parser()]``.
+
+    Flags left out of the command line are absent from the result, so they never mask lower sources.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group(
+        "server settings (flags > EQUIHOME_* environment > TOML file > defaults)"
+    )
+    group.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML settings file")
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            action = "store_true" if name == "insecure_disable_auth" else argparse.BooleanOptionalAction
+            group.add_argument(
+                flag, dest=name, action=action, default=argparse.SUPPRESS, help=field.description
+            )
+        else:
+            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=field.description)
+    return parser
+
+
+def load_settings(
+    argv: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings from ``argv`` flags, ``environ`` (default ``os.environ``) and the TOML file they name."""
+    parser = argparse.ArgumentParser(prog="equihome-sim serve", parents=[settings_parser()])
+    flags = vars(parser.parse_args(list(argv)))
+    return settings_from_sources(flags, os.environ if environ is None else environ)
+
+
+def settings_from_sources(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Merge parsed ``flags`` (setting name → value, plus ``config``) with the environment and the file.
+
+    Keys of ``flags`` that are not settings are ignored, so a subcommand can pass its whole namespace.
+    """
+    flags = {key: value for key, value in flags.items() if key in Settings.model_fields or key == "config"}
+    config_path = flags.pop("config", None) or environ.get(CONFIG_ENV)
+    sources: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+
+    if config_path:
+        for key, value in _read_file(Path(config_path)).items():
+            merged[key], sources[key] = value, f"{config_path}: {key}"
+    for env_key, value in environ.items():
+        if not env_key.startswith(ENV_PREFIX) or env_key == CONFIG_ENV:
+            continue
+        key = env_key.removeprefix(ENV_PREFIX).lower()
+        if key not in Settings.model_fields:
+            raise SettingsError(f"unknown setting {env_key} (known: {', '.join(_env_names())})")
+        merged[key], sources[key] = value, env_key
+    for key, value in flags.items():
+        merged[key], sources[key] = value, "--" + key.replace("_", "-")
+
+    try:
+        return Settings(**merged)
+    except ValidationError as error:
+        problems = []
+        for issue in error.errors():
+            key = str(issue["loc"][0]) if issue["loc"] else ""
+            problems.append(f"{sources.get(key, key or 'settings')}: {issue['msg']}")
+        raise SettingsError("; ".join(problems)) from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            values = tomllib.load(file)
+    except OSError as error:
+        raise SettingsError(f"cannot read settings file {path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"settings file {path} is not valid TOML: {error}") from error
+    unknown = sorted(set(values) - set(FIELD_NAMES))
+    if unknown:
+        raise SettingsError(
+            f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(FIELD_NAMES)})"
+        )
+    return values
+
+
+def _env_names() -> list[str]:
+    return [ENV_PREFIX + name.upper() for name in FIELD_NAMES]

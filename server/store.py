@@ -1,0 +1,580 @@
+"""Durable state in one SQLite file under the data directory: simulation runs and the event log.
+
+All SQL runs on one dedicated worker thread that owns the connection, so the event loop never waits on
+disk and the connection is never shared between threads. The database uses WAL with
+``synchronous=NORMAL`` (durable across process crashes; a power cut may lose the last commits) and a
+busy timeout. Payloads (a run's config, result and error; events) are opaque bytes: the services store
+serialised protobuf there. The schema is versioned with ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+T = TypeVar("T")
+
+DATABASE_FILE = "equihome.sqlite3"
+PAGE_TOKEN_SECRET_FILE = "page-token.key"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+class RunState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    INTERRUPTED = "INTERRUPTED"  # was pending or running when the server stopped
+
+    @property
+    def terminal(self) -> bool:
+        return self not in {RunState.PENDING, RunState.RUNNING}
+
+
+UNFINISHED: Final = (RunState.PENDING, RunState.RUNNING)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    name: str
+    portfolio_id: str
+    state: RunState
+    progress_done: int
+    progress_total: int
+    config: bytes
+    result: bytes | None
+    error: bytes | None
+    request_id: str | None
+    request_hash: str | None
+    create_time: datetime
+    update_time: datetime
+    start_time: datetime | None
+    end_time: datetime | None
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[RunRecord]
+    next_page_token: str  # empty at the end of the results
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    cursor: int
+    topic: str
+    payload: bytes
+    create_time: datetime
+
+
+# --- Schema ------------------------------------------------------------------------------------
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: runs and events
+    """
+    CREATE TABLE runs (
+        name           TEXT PRIMARY KEY,
+        portfolio_id   TEXT NOT NULL DEFAULT '',
+        request_id     TEXT UNIQUE,
+        request_hash   TEXT,
+        state          TEXT NOT NULL,
+        progress_done  INTEGER NOT NULL DEFAULT 0,
+        progress_total INTEGER NOT NULL DEFAULT 0,
+        config         BLOB NOT NULL,
+        result         BLOB,
+        error          BLOB,
+        create_us      INTEGER NOT NULL,
+        update_us      INTEGER NOT NULL,
+        start_us       INTEGER,
+        end_us         INTEGER
+    );
+    CREATE INDEX runs_by_create_time ON runs (create_us DESC, name);
+    CREATE INDEX runs_by_state ON runs (state, create_us DESC, name);
+    CREATE TABLE events (
+        cursor    INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic     TEXT NOT NULL DEFAULT '',
+        payload   BLOB NOT NULL,
+        create_us INTEGER NOT NULL
+    );
+    CREATE INDEX events_by_time ON events (create_us);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Bring the schema up to ``SCHEMA_VERSION``, one transaction per step; returns the version found."""
+    found = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the database has schema version {found}, newer than this server's {SCHEMA_VERSION}; "
+            "upgrade the server"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        with _transaction(connection):
+            # Statement by statement: executescript() would COMMIT first and break the transaction.
+            for statement in _MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {version + 1}")
+    return found
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, connection: sqlite3.Connection):
+        self._connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._connection.execute("BEGIN IMMEDIATE")
+        return self._connection
+
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        self._connection.execute("ROLLBACK" if error_type else "COMMIT")
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _time(microseconds: int | None) -> datetime | None:
+    return None if microseconds is None else _EPOCH + timedelta(microseconds=microseconds)
+
+
+# --- The store ---------------------------------------------------------------------------------
+
+
+class Store:
+    """The SQLite database of one data directory, with its ``runs`` and ``events``."""
+
+    def __init__(self, executor: ThreadPoolExecutor, connection: sqlite3.Connection, page_secret: bytes):
+        self._executor = executor
+        self._connection: sqlite3.Connection | None = connection
+        self.runs = RunStore(self, page_secret)
+        self.events = EventLog(self)
+
+    @classmethod
+    async def open(cls, data_dir: Path, *, busy_timeout_ms: int = 5000) -> Store:
+        """Open (creating and migrating if needed) the store under ``data_dir``."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="equihome-store")
+        loop = asyncio.get_running_loop()
+        try:
+            connection, secret = await loop.run_in_executor(
+                executor, _open_database, Path(data_dir), busy_timeout_ms
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, connection, secret)
+
+    async def call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(connection)`` on the store's thread."""
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, connection)
+
+    async def close(self) -> None:
+        if self._connection is None:
+            return
+        connection, self._connection = self._connection, None
+        await asyncio.get_running_loop().run_in_executor(self._executor, connection.close)
+        self._executor.shutdown(wait=True)  # returns at once: the close above was the last job
+
+
+def _open_database(data_dir: Path, busy_timeout_ms: int) -> tuple[sqlite3.Connection, bytes]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = _page_token_secret(data_dir / PAGE_TOKEN_SECRET_FILE)
+    connection = sqlite3.connect(data_dir / DATABASE_FILE, isolation_level=None, check_same_thread=True)
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"SQLite refused WAL mode (got {mode}) for {data_dir / DATABASE_FILE}")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        migrate(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection, secret
+
+
+def _page_token_secret(path: Path) -> bytes:
+    """The data directory's page-token signing secret (32 random bytes, mode 0600), made on first use."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        secret = path.read_bytes()
+        if len(secret) < 32:
+            raise RuntimeError(
+                f"page-token secret {path} is truncated; delete it to make a new one"
+            ) from None
+        return secret
+    secret = secrets.token_bytes(32)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(secret)
+    return secret
+
+
+# --- Runs --------------------------------------------------------------------------------------
+
+_RUN_COLUMN_NAMES = (
+    "name", "portfolio_id", "state", "progress_done", "progress_total", "config", "result", "error",
+    "request_id", "request_hash", "create_us", "update_us", "start_us", "end_us",
+)  # fmt: skip
+_RUN_COLUMNS = ", ".join(_RUN_COLUMN_NAMES)
+_CREATE_US = _RUN_COLUMN_NAMES.index("create_us")
+
+
+def _run(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        name=row[0],
+        portfolio_id=row[1],
+        state=RunState(row[2]),
+        progress_done=row[3],
+        progress_total=row[4],
+        config=row[5],
+        result=row[6],
+        error=row[7],
+        request_id=row[8],
+        request_hash=row[9],
+        create_time=_time(row[10]),  # type: ignore[arg-type]
+        update_time=_time(row[11]),  # type: ignore[arg-type]
+        start_time=_time(row[12]),
+        end_time=_time(row[13]),
+    )
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+
+class RunStore:
+    """Simulation runs: idempotent creation, state updates and AIP-158 pagination."""
+
+    def __init__(self, store: Store, page_secret: bytes):
+        self._store = store
+        self._page_secret = page_secret
+
+    async def create(
+        self,
+        name: str,
+        config: bytes,
+        *,
+        portfolio_id: str = "",
+        request_id: str | None = None,
+        request_hash: str | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """Insert a PENDING run; returns ``(run, created)``.
+
+        A ``request_id`` seen before returns the run it created, with ``created=False`` (AIP-155). If
+        both requests came with a ``request_hash`` (a digest of the request body, computed by the
+        caller) and the hashes differ, the id was reused for another request: ``InvalidArgument``
+        (REQUEST_ID_REUSED). A taken ``name`` raises ``AlreadyExists``.
+        """
+
+        def work(connection: sqlite3.Connection) -> tuple[RunRecord, bool]:
+            with _transaction(connection):
+                if request_id is not None:
+                    row = connection.execute(
+                        f"SELECT {_RUN_COLUMNS} FROM runs WHERE request_id = ?", (request_id,)
+                    ).fetchone()
+                    if row is not None:
+                        existing = _run(row)
+                        if request_hash and existing.request_hash and request_hash != existing.request_hash:
+                            raise InvalidArgument(
+                                f"request_id {request_id} was already used with a different request.",
+                                [("request_id", "already used with a different request")],
+                                reason="REQUEST_ID_REUSED",
+                                metadata={"request_id": request_id},
+                            )
+                        return existing, False
+                now = _now_us()
+                try:
+                    connection.execute(
+                        "INSERT INTO runs (name, portfolio_id, request_id, request_hash, state, config, "
+                        "create_us, update_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            name,
+                            portfolio_id,
+                            request_id,
+                            request_hash,
+                            RunState.PENDING.value,
+                            config,
+                            now,
+                            now,
+                        ),
+                    )
+                except sqlite3.IntegrityError:
+                    raise AlreadyExists(f"Run {name} already exists.", metadata={"name": name}) from None
+                return _run(_select_run(connection, name)), True
+
+        return await self._store.call(work)
+
+    async def get(self, name: str) -> RunRecord:
+        """The run called ``name``; raises ``NotFound``."""
+        return await self._store.call(lambda connection: _run(_select_run(connection, name)))
+
+    async def update(
+        self,
+        name: str,
+        *,
+        state: RunState | None = None,
+        progress: tuple[int, int] | None = None,
+        result: bytes | _Unset | None = UNSET,
+        error: bytes | _Unset | None = UNSET,
+        expected_states: Collection[RunState] | None = None,
+    ) -> RunRecord:
+        """Change the given fields and stamp ``update_time``; returns the run as stored.
+
+        Entering RUNNING stamps ``start_time`` and entering a terminal state stamps ``end_time``. With
+        ``expected_states``, the update happens only if the run is in one of them, else
+        ``FailedPrecondition`` (a compare-and-set, e.g. cancel only what is still unfinished).
+        """
+
+        def work(connection: sqlite3.Connection) -> RunRecord:
+            with _transaction(connection):
+                current = _run(_select_run(connection, name))
+                if expected_states is not None and current.state not in expected_states:
+                    raise FailedPrecondition(
+                        f"Run {name} is {current.state.value}.",
+                        reason="RUN_STATE_CONFLICT",
+                        metadata={"name": name, "state": current.state.value},
+                    )
+                now = _now_us()
+                assignments: dict[str, Any] = {"update_us": now}
+                if state is not None:
+                    assignments["state"] = state.value
+                    if state is RunState.RUNNING and current.start_time is None:
+                        assignments["start_us"] = now
+                    if state.terminal:
+                        assignments["end_us"] = now
+                if progress is not None:
+                    assignments["progress_done"], assignments["progress_total"] = progress
+                if not isinstance(result, _Unset):
+                    assignments["result"] = result
+                if not isinstance(error, _Unset):
+                    assignments["error"] = error
+                columns = ", ".join(f"{column} = ?" for column in assignments)
+                connection.execute(f"UPDATE runs SET {columns} WHERE name = ?", (*assignments.values(), name))
+                return _run(_select_run(connection, name))
+
+        return await self._store.call(work)
+
+    async def list(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        portfolio_id: str | None = None,
+        states: Collection[RunState] | None = None,
+    ) -> RunPage:
+        """One page of runs, newest first (ties by name), optionally filtered by portfolio and state.
+
+        ``page_size`` 0 means the default (50); larger than 1000 is coerced to 1000; negative is
+        ``InvalidArgument``. The token is signed and bound to the filter: a tampered token, or one used
+        with a different filter, is ``InvalidArgument``.
+        """
+        if page_size < 0:
+            raise InvalidArgument(
+                "page_size must not be negative.", [("page_size", "must be >= 0")], reason="FIELD_INVALID"
+            )
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        state_values = sorted({RunState(state).value for state in states}) if states else []
+        filter_hash = _filter_hash(portfolio_id, state_values)
+        after = self._read_page_token(page_token, filter_hash) if page_token else None
+
+        def work(connection: sqlite3.Connection) -> list[Sequence[Any]]:
+            clauses: list[str] = []
+            parameters: list[Any] = []
+            if portfolio_id is not None:
+                clauses.append("portfolio_id = ?")
+                parameters.append(portfolio_id)
+            if state_values:
+                clauses.append(f"state IN ({', '.join('?' * len(state_values))})")
+                parameters.extend(state_values)
+            if after is not None:
+                clauses.append("(create_us < ? OR (create_us = ? AND name > ?))")
+                parameters.extend([after[0], after[0], after[1]])
+            where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+            return connection.execute(  # type: ignore[no-any-return]
+                f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY create_us DESC, name ASC LIMIT ?",
+                (*parameters, size + 1),
+            ).fetchall()
+
+        rows = await self._store.call(work)
+        runs = [_run(row) for row in rows[:size]]
+        if len(rows) <= size:
+            return RunPage(runs, "")
+        last = rows[size - 1]
+        return RunPage(runs, self._make_page_token((last[_CREATE_US], last[0]), filter_hash))
+
+    async def mark_unfinished_interrupted(self) -> int:
+        """At start-up: every PENDING or RUNNING run (left by a previous process) becomes INTERRUPTED."""
+
+        def work(connection: sqlite3.Connection) -> int:
+            with _transaction(connection):
+                now = _now_us()
+                cursor = connection.execute(
+                    "UPDATE runs SET state = ?, update_us = ?, end_us = ? WHERE state IN (?, ?)",
+                    (RunState.INTERRUPTED.value, now, now, *(state.value for state in UNFINISHED)),
+                )
+                return cursor.rowcount
+
+        return await self._store.call(work)
+
+    def _make_page_token(self, key: tuple[int, str], filter_hash: str) -> str:
+        body = json.dumps({"v": 1, "k": list(key), "f": filter_hash}, separators=(",", ":")).encode()
+        signature = hmac.new(self._page_secret, body, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(signature + body).decode().rstrip("=")
+
+    def _read_page_token(self, token: str, filter_hash: str) -> tuple[int, str]:
+        invalid = InvalidArgument(
+            "page_token is not a token this server issued.",
+            [("page_token", "not valid")],
+            reason="PAGE_TOKEN_INVALID",
+        )
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            raise invalid from None
+        signature, body = raw[:32], raw[32:]
+        if not hmac.compare_digest(signature, hmac.new(self._page_secret, body, hashlib.sha256).digest()):
+            raise invalid
+        content = json.loads(body)
+        if content.get("f") != filter_hash:
+            raise InvalidArgument(
+                "page_token was issued for a different filter; start again without it.",
+                [("page_token", "issued for a different filter")],
+                reason="PAGE_TOKEN_INVALID",
+            )
+        create_us, name = content["k"]
+        return int(create_us), str(name)
+
+
+def _select_run(connection: sqlite3.Connection, name: str) -> Sequence[Any]:
+    row = connection.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise NotFound(
+            f"Simulation {name} does not exist.", reason="SIMULATION_NOT_FOUND", metadata={"name": name}
+        )
+    return row  # type: ignore[no-any-return]
+
+
+def _filter_hash(portfolio_id: str | None, states: list[str]) -> str:
+    canonical = json.dumps({"portfolio_id": portfolio_id, "states": states}, sort_keys=True).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+# --- Events ------------------------------------------------------------------------------------
+
+
+class EventLog:
+    """An append-only log of opaque events with monotonically increasing integer cursors.
+
+    Cursors are never reused, even after pruning (``AUTOINCREMENT``), so a subscriber can resume after
+    the last cursor it saw, across restarts. ``bounds`` tells whether the events after a cursor are still
+    all there (``first > cursor + 1`` means some were pruned).
+    """
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    async def append(self, payload: bytes, *, topic: str = "") -> int:
+        """Store one event; returns its cursor."""
+        return (await self.append_many([payload], topic=topic))[0]
+
+    async def append_many(self, payloads: Sequence[bytes], *, topic: str = "") -> list[int]:
+        """Store several events in one transaction; returns their cursors, in order."""
+
+        def work(connection: sqlite3.Connection) -> list[int]:
+            with _transaction(connection):
+                now = _now_us()
+                cursors = []
+                for payload in payloads:
+                    cursor = connection.execute(
+                        "INSERT INTO events (topic, payload, create_us) VALUES (?, ?, ?)",
+                        (topic, payload, now),
+                    )
+                    cursors.append(int(cursor.lastrowid or 0))
+                return cursors
+
+        return await self._store.call(work)
+
+    async def read_after(
+        self, cursor: int, *, limit: int = 100, topic: str | None = None
+    ) -> list[EventRecord]:
+        """Up to ``limit`` events with a cursor greater than ``cursor``, oldest first."""
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+
+        def work(connection: sqlite3.Connection) -> list[EventRecord]:
+            topic_clause = "AND topic = ?" if topic is not None else ""
+            parameters: tuple[Any, ...] = (cursor, topic, limit) if topic is not None else (cursor, limit)
+            rows = connection.execute(
+                f"SELECT cursor, topic, payload, create_us FROM events WHERE cursor > ? {topic_clause} "
+                "ORDER BY cursor LIMIT ?",
+                parameters,
+            ).fetchall()
+            return [EventRecord(row[0], row[1], row[2], _time(row[3])) for row in rows]  # type: ignore[arg-type]
+
+        return await self._store.call(work)
+
+    async def bounds(self) -> tuple[int, int]:
+        """``(first, last)`` cursor still stored; ``(0, 0)`` when the log is empty."""
+
+        def work(connection: sqlite3.Connection) -> tuple[int, int]:
+            first, last = connection.execute("SELECT MIN(cursor), MAX(cursor) FROM events").fetchone()
+            return int(first or 0), int(last or 0)
+
+        return await self._store.call(work)
+
+    async def prune(self, *, max_age: timedelta | None = None, max_count: int | None = None) -> int:
+        """Delete events older than ``max_age`` and all but the newest ``max_count``; returns how many."""
+        if max_count is not None and max_count < 0:
+            raise ValueError("max_count must not be negative")
+
+        def work(connection: sqlite3.Connection) -> int:
+            deleted = 0
+            with _transaction(connection):
+                if max_age is not None:
+                    cutoff = _now_us() - int(max_age.total_seconds() * 1_000_000)
+                    deleted += connection.execute(
+                        "DELETE FROM events WHERE create_us < ?", (cutoff,)
+                    ).rowcount
+                if max_count is not None:
+                    deleted += connection.execute(
+                        "DELETE FROM events WHERE cursor <= "
+                        "(SELECT cursor FROM events ORDER BY cursor DESC LIMIT 1 OFFSET ?)",
+                        (max_count,),
+                    ).rowcount
+            return deleted
+
+        return await self._store.call(work)

@@ -1,0 +1,196 @@
+"""The SQLite store: idempotent runs, signed pagination, durability, and the event log."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from server import errors
+from server.store import DATABASE_FILE, SCHEMA_VERSION, RunState, Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await Store.open(tmp_path)
+    yield store
+    await store.close()
+
+
+async def test_create_is_idempotent_by_request_id(store: Store) -> None:
+    first, created = await store.runs.create(
+        "simulations/a", b"config-1", portfolio_id="portfolio_456", request_id="req-1", request_hash="h1"
+    )
+    again, created_again = await store.runs.create(
+        "simulations/b", b"config-1", request_id="req-1", request_hash="h1"
+    )
+
+    assert created and not created_again
+    assert again == first and again.name == "simulations/a" and again.portfolio_id == "portfolio_456"
+    with pytest.raises(errors.NotFound) as missing:
+        await store.runs.get("simulations/b")
+    assert (missing.value.reason, missing.value.metadata) == (
+        "SIMULATION_NOT_FOUND",
+        {"name": "simulations/b"},
+    )
+    with pytest.raises(errors.AlreadyExists):
+        await store.runs.create("simulations/a", b"other")
+
+
+async def test_request_id_reused_for_another_request_is_refused(store: Store) -> None:
+    await store.runs.create("simulations/a", b"config-1", request_id="req-1", request_hash="h1")
+
+    with pytest.raises(errors.InvalidArgument) as reused:
+        await store.runs.create("simulations/b", b"config-2", request_id="req-1", request_hash="h2")
+
+    assert reused.value.reason == "REQUEST_ID_REUSED"
+    assert reused.value.metadata == {"request_id": "req-1"}
+    assert [run.name for run in (await store.runs.list()).runs] == ["simulations/a"]
+
+
+async def test_update_stamps_times_and_compares_state(store: Store) -> None:
+    await store.runs.create("simulations/a", b"c")
+
+    running = await store.runs.update("simulations/a", state=RunState.RUNNING, progress=(3, 10))
+    done = await store.runs.update(
+        "simulations/a", state=RunState.SUCCEEDED, result=b"result", progress=(10, 10)
+    )
+
+    assert running.start_time is not None and running.end_time is None
+    assert (running.progress_done, running.progress_total) == (3, 10)
+    assert done.end_time is not None and done.start_time == running.start_time
+    assert (done.state, done.result, done.error) == (RunState.SUCCEEDED, b"result", None)
+    with pytest.raises(errors.FailedPrecondition) as conflict:
+        await store.runs.update(
+            "simulations/a", state=RunState.CANCELLED, expected_states=(RunState.PENDING, RunState.RUNNING)
+        )
+    assert conflict.value.reason == "RUN_STATE_CONFLICT"
+
+
+async def test_pages_cover_every_run_once_newest_first(store: Store) -> None:
+    for index in range(7):
+        await store.runs.create(f"simulations/{index}", b"c")
+
+    names, token, pages = [], "", 0
+    while True:
+        page = await store.runs.list(page_size=3, page_token=token)
+        names += [run.name for run in page.runs]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+
+    assert pages == 3
+    assert names == [f"simulations/{index}" for index in reversed(range(7))]
+
+
+async def test_state_filter_and_filter_bound_tokens(store: Store) -> None:
+    for index in range(4):
+        await store.runs.create(f"simulations/{index}", b"c")
+    await store.runs.update("simulations/1", state=RunState.RUNNING)
+    await store.runs.update("simulations/3", state=RunState.RUNNING)
+
+    by_portfolio = await store.runs.list(portfolio_id="portfolio_456")
+    assert by_portfolio.runs == [] and by_portfolio.next_page_token == ""
+    running = await store.runs.list(states=[RunState.RUNNING], page_size=1)
+    assert [run.name for run in running.runs] == ["simulations/3"]
+    rest = await store.runs.list(states=[RunState.RUNNING], page_size=1, page_token=running.next_page_token)
+    assert [run.name for run in rest.runs] == ["simulations/1"] and rest.next_page_token == ""
+
+    with pytest.raises(errors.InvalidArgument) as mismatch:
+        await store.runs.list(states=[RunState.PENDING], page_size=1, page_token=running.next_page_token)
+    assert mismatch.value.reason == "PAGE_TOKEN_INVALID"
+    assert mismatch.value.field_violations == [("page_token", "issued for a different filter")]
+
+
+async def test_tampered_or_foreign_page_tokens_are_rejected(store: Store, tmp_path: Path) -> None:
+    for index in range(3):
+        await store.runs.create(f"simulations/{index}", b"c")
+    token = (await store.runs.list(page_size=1)).next_page_token
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[-3] ^= 0x01  # flip one bit of the signed body
+    tampered = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+    other = await Store.open(tmp_path / "other")  # a different data directory has a different secret
+    try:
+        await other.runs.create("simulations/x", b"c")
+        await other.runs.create("simulations/y", b"c")
+        foreign = (await other.runs.list(page_size=1)).next_page_token
+    finally:
+        await other.close()
+
+    for bad in (tampered, foreign, "not-a-token!"):
+        with pytest.raises(errors.InvalidArgument) as caught:
+            await store.runs.list(page_size=1, page_token=bad)
+        assert caught.value.reason == "PAGE_TOKEN_INVALID"
+    with pytest.raises(errors.InvalidArgument) as negative:
+        await store.runs.list(page_size=-1)
+    assert negative.value.field_violations == [("page_size", "must be >= 0")]
+
+
+async def test_runs_survive_reopen_and_unfinished_ones_become_interrupted(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path)
+    await store.runs.create("simulations/done", b"c")
+    await store.runs.update("simulations/done", state=RunState.SUCCEEDED, result=b"r")
+    await store.runs.create("simulations/pending", b"c")
+    await store.runs.create("simulations/running", b"c")
+    await store.runs.update("simulations/running", state=RunState.RUNNING)
+    token = (await store.runs.list(page_size=1)).next_page_token
+    await store.close()
+
+    reopened = await Store.open(tmp_path)
+    try:
+        interrupted = await reopened.runs.mark_unfinished_interrupted()
+        states = {run.name: run.state for run in (await reopened.runs.list()).runs}
+        second_page = await reopened.runs.list(page_size=1, page_token=token)  # the secret persisted too
+        done = await reopened.runs.get("simulations/done")
+    finally:
+        await reopened.close()
+
+    assert interrupted == 2
+    assert states == {
+        "simulations/done": RunState.SUCCEEDED,
+        "simulations/pending": RunState.INTERRUPTED,
+        "simulations/running": RunState.INTERRUPTED,
+    }
+    assert [run.name for run in second_page.runs] == ["simulations/pending"]
+    assert done.result == b"r"
+
+
+async def test_database_is_wal_and_versioned(store: Store, tmp_path: Path) -> None:
+    journal, version = await store.call(
+        lambda connection: (
+            connection.execute("PRAGMA journal_mode").fetchone()[0],
+            connection.execute("PRAGMA user_version").fetchone()[0],
+        )
+    )
+
+    assert (journal, version) == ("wal", SCHEMA_VERSION)
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / DATABASE_FILE)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+
+    with pytest.raises(RuntimeError, match="newer than this server"):
+        await Store.open(tmp_path)
+
+
+async def test_event_log_cursors_read_after_and_prune(store: Store) -> None:
+    cursors = await store.events.append_many([b"e1", b"e2", b"e3"], topic="runs")
+    other = await store.events.append(b"x", topic="markets")
+
+    after_first = await store.events.read_after(cursors[0], limit=10, topic="runs")
+    assert [event.payload for event in after_first] == [b"e2", b"e3"]
+    assert [event.cursor for event in await store.events.read_after(0, limit=2)] == cursors[:2]
+
+    assert await store.events.prune(max_count=2) == 2
+    assert await store.events.bounds() == (cursors[2], other)
+    assert await store.events.append(b"e4") > other  # cursors are never reused after pruning
+    assert await store.events.prune(max_age=timedelta(days=1)) == 0
+    assert await store.events.prune(max_age=timedelta(0)) == 3
+    assert await store.events.bounds() == (0, 0)

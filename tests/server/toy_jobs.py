@@ -1,0 +1,34 @@
+"""Job functions for the job runner tests. They live in a module so spawned workers can import them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from server.jobs import JobCancelled, JobReporter
+
+STEP_S = 0.01
+
+
+def count(payload: dict[str, Any], reporter: JobReporter) -> dict[str, int]:
+    """Counts to ``payload["n"]`` in small steps, reporting each one."""
+    total = int(payload["n"])
+    for done in range(1, total + 1):
+        time.sleep(STEP_S)
+        reporter.progress(done, total, phase="counting")
+    return {"counted": total}
+
+
+def spin(payload: dict[str, Any], reporter: JobReporter) -> str:
+    """Works in 10 ms chunks, checking for cancellation between them; gives up after ``max_steps``."""
+    for step in range(int(payload.get("max_steps", 2000))):
+        if reporter.cancelled():
+            raise JobCancelled(f"stopped after {step} steps")
+        reporter.progress(step, 0)
+        time.sleep(STEP_S)
+    return "never cancelled"
+
+
+def fail(payload: str, reporter: JobReporter) -> None:
+    reporter.progress(1, 2)
+    raise ValueError(f"bad payload: {payload}")

@@ -62,7 +62,8 @@ def loan_flows(params: ModelParams, mkt: ChunkMarket, outcomes: list[Outcomes], 
                                              n_paths, m)
         sums["outstanding"] += funded - _monthly(ln.path, out.event_month, ln.amount, n_paths, m)
         loan_value += _marks(params, mkt, out, n_paths, mark_months)
-    sums["outstanding"] = np.cumsum(sums["outstanding"], axis=1)
+    # Principal is never negative; the running sum of +L/-L can round to -1e-10 once a path runs off.
+    sums["outstanding"] = np.maximum(np.cumsum(sums["outstanding"], axis=1), 0.0)
     return LoanFlows(**sums, mark_months=mark_months, loan_value=loan_value)
 
 

@@ -64,29 +64,32 @@ def _split(params: ModelParams, ledger: Ledger, cost: Costs, outcomes: list[Outc
     return result.lp_class, result.gp_carry
 
 
-def _deals(ledger: Ledger, outcomes: list[Outcomes], times: np.ndarray):
-    """Each loan is a deal; its contribution carries fees and expenses pro rata to principal."""
+def _deals(ledger: Ledger, outcomes: list[Outcomes], times: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each loan of every generation is a deal; its contribution carries fees and expenses pro rata
+    to principal. Returns ``(contribution, start, proceeds, end)``, each ``(paths, deals)``."""
     n_paths = ledger.calls.shape[0]
     path = np.concatenate([o.loans.path for o in outcomes])
     amount = np.concatenate([o.loans.amount for o in outcomes])
-    origination = np.concatenate([o.loans.origination for o in outcomes])
-    cash_month = np.concatenate([o.cash_month for o in outcomes])
-    cash = np.concatenate([o.cash for o in outcomes])
+    principal = np.bincount(path, amount, n_paths)
+    paid_in = ledger.calls.sum(axis=1)
+    scale = np.divide(paid_in, principal, out=np.ones(n_paths), where=principal > 0)
+    columns = (
+        amount * scale[path],
+        times[np.concatenate([o.loans.origination for o in outcomes])],
+        np.concatenate([o.cash for o in outcomes]),
+        times[np.concatenate([o.cash_month for o in outcomes])],
+    )
+    return tuple(_pack_by_path(path, values, n_paths) for values in columns)
+
+
+def _pack_by_path(path: np.ndarray, values: np.ndarray, n_paths: int) -> np.ndarray:
+    """Scatter flat per-loan values into ``(paths, max loans per path)`` rows, NaN-padded."""
     order = np.argsort(path, kind="stable")
     counts = np.bincount(path, minlength=n_paths)
-    width = counts.max()
-    rank = np.arange(len(path)) - np.repeat(np.cumsum(counts) - counts, counts)
-    grid = np.full((n_paths, width), np.nan)
-
-    def place(values: np.ndarray) -> np.ndarray:
-        out = grid.copy()
-        out[path[order], rank] = values[order]
-        return out
-
-    principal_total = np.bincount(path, amount, n_paths)
-    paid_in = ledger.calls.sum(axis=1)
-    scale = np.divide(paid_in, principal_total, out=np.ones(n_paths), where=principal_total > 0)
-    return (place(amount * scale[path]), place(times[origination]), place(cash), place(times[cash_month]))
+    rank_in_path = np.arange(len(path)) - np.repeat(np.cumsum(counts) - counts, counts)
+    grid = np.full((n_paths, counts.max()), np.nan)
+    grid[path[order], rank_in_path] = values[order]
+    return grid
 
 
 def _irr(flows: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +123,7 @@ def compute(params: ModelParams, outcomes: list[Outcomes], flows: LoanFlows, cos
     gross_cf = returned - invested
     fund_cf = ledger.distributions - ledger.calls
     lp_cf = (1.0 - g) * (lp_class - ledger.calls)
-    gp_cf = g * (lp_class - ledger.calls) + carry + cost.management_fees + gp_fee_income
+    gp_cf = g * (lp_class - ledger.calls) + carry  # commitment and carry; fee income is in gp_total_income
 
     scalars: dict[str, np.ndarray] = {}
     reasons: dict[str, np.ndarray] = {}
@@ -133,7 +136,7 @@ def compute(params: ModelParams, outcomes: list[Outcomes], flows: LoanFlows, cos
     scalars["fund_moic"] = metrics.multiples(ledger.calls, ledger.distributions).moic
     lp_multiples = metrics.multiples(ledger.calls, lp_class)
     scalars["lp_moic"], scalars["lp_roi"] = lp_multiples.moic, lp_multiples.roi
-    scalars["lp_payback_years"] = metrics.payback_period(lp_cf, times)
+    scalars["payback_years"] = metrics.payback_period(lp_cf, times)
     scalars["lp_npv"] = npv(cfg.reporting.discount_rate, lp_cf, times)
     scalars["gp_carry"] = carry.sum(axis=1)
     scalars["gp_total_income"] = (carry + cost.management_fees + gp_fee_income).sum(axis=1)

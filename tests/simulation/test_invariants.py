@@ -36,6 +36,7 @@ waterfall_terms = st.fixed_dictionaries({
     "hurdle_rate": st.floats(0.0, 0.12),
     "carry_rate": st.floats(0.0, 0.3),
     "catch_up": st.sampled_from(["full", "none"]),
+    "structure": st.sampled_from(["european", "american"]),
 })
 
 

@@ -1,0 +1,49 @@
+"""Portfolio Management System REST endpoints.
+
+Integration guide, "Portfolio Management System Integration".
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from adapters.sandbox import views
+from adapters.sandbox.errors import not_found
+from adapters.sandbox.http_support import accepted, correlation_id, json_payload, principal
+from adapters.sandbox.payloads import OptimizationRecommendation
+from adapters.sandbox.state import SandboxState
+from adapters.sandbox.systems import System
+from adapters.sandbox.world import Portfolio
+
+PREFIX = System.PMS.api_prefix
+
+
+def pms_routes(state: SandboxState) -> list[Route]:
+    def portfolio_of(request: Request) -> Portfolio:
+        portfolio_id = request.path_params["portfolio_id"]
+        portfolio = state.world.portfolio_named(portfolio_id)
+        if portfolio is None:
+            raise not_found("portfolio", portfolio_id)
+        return portfolio
+
+    async def composition(request: Request) -> JSONResponse:
+        return JSONResponse(views.composition(portfolio_of(request)))
+
+    async def metrics(request: Request) -> JSONResponse:
+        return JSONResponse(views.performance(portfolio_of(request)))
+
+    async def recommendations(request: Request) -> JSONResponse:
+        portfolio_of(request)
+        _, sent = await json_payload(request, OptimizationRecommendation)
+        post = state.received.record(
+            System.PMS, request.url.path, sent, principal(request).client_id, correlation_id(request)
+        )
+        return accepted(post)
+
+    return [
+        Route(f"{PREFIX}/portfolios/{{portfolio_id}}/composition", composition, methods=["GET"]),
+        Route(f"{PREFIX}/portfolios/{{portfolio_id}}/metrics", metrics, methods=["GET"]),
+        Route(f"{PREFIX}/portfolios/{{portfolio_id}}/recommendations", recommendations, methods=["POST"]),
+    ]

@@ -78,7 +78,7 @@ def _marks(params: ModelParams, mkt: ChunkMarket, out: Outcomes, n_paths: int, m
         a = np.flatnonzero((ln.origination <= t) & (t < out.event_month))
         amount, value0 = ln.amount[a], ln.value0[a]
         value_t = value0 * np.exp(log_index[row[a] + t] - log_at_origination[a])
-        fair = loans.fair_value(amount, value0, value_t, (t - ln.origination[a]) / MONTHS_PER_YEAR, ln.rate[a],
+        fair = loans.exit_proceeds(amount, value0, value_t, (t - ln.origination[a]) / MONTHS_PER_YEAR, ln.rate[a],
                                 share_for(params, amount, value0, ln.share[a], value_t), terms.share_depreciation,
                                 terms.senior_ltv * value0, terms.sale_cost)
         pending = out.defaulted & (out.event_month <= t) & (t < out.cash_month)

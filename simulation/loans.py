@@ -56,7 +56,8 @@ def exit_proceeds(
     The claim is ``L + L·r·τ + s·max(0, V_T − V0)``, or ``s·(V_T − V0)`` when the fund shares
     depreciation, and it is paid only out of the homeowner's equity at sale,
     ``max(0, V_T·(1 − sale_cost) − senior_debt)``. It is never negative: the fund does not pay the
-    homeowner at exit.
+    homeowner at exit. It is also the mark-to-model of a live loan at a mark date (domain §2.8):
+    what the loan would pay if the property sold now, on the index value without property noise.
     """
     gain = value_t - value0
     if not share_depreciation:
@@ -83,24 +84,3 @@ def default_recovery(
     claim = amount + accrued_interest(amount, rate, years_to_default)
     collateral = np.maximum(value_at_default * (1.0 - foreclosure_cost) - senior_debt, 0.0)
     return np.minimum(claim, collateral) * recovery_haircut
-
-
-def fair_value(
-    amount: np.ndarray,
-    value0: np.ndarray,
-    value_t: np.ndarray,
-    years: np.ndarray,
-    rate: np.ndarray,
-    share: np.ndarray,
-    share_depreciation: bool,
-    senior_debt: np.ndarray,
-    sale_cost: float,
-) -> np.ndarray:
-    """Mark-to-model of a live loan after ``years``: what it would pay if the property sold now.
-
-    The same formula as ``exit_proceeds`` at the mark date. The engine passes the index-based value
-    ``V0·I_s(t)/I_s(o)``, without the property's own noise, which is drawn only at the loan's end.
-    """
-    return exit_proceeds(
-        amount, value0, value_t, years, rate, share, share_depreciation, senior_debt, sale_cost
-    )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simulation.loans import accrued_interest, appreciation_share, default_recovery, exit_proceeds, fair_value
+from simulation.loans import accrued_interest, appreciation_share, default_recovery, exit_proceeds
 from simulation.market import property_log_noise, region_log_walks, series_log_index, zone_log_indices
 
 CENT = 0.005
@@ -105,9 +105,9 @@ def test_default_recovery(value_at_default, senior_debt, haircut, expected):
     assert recovery[0] == pytest.approx(expected, abs=CENT)
 
 
-def test_fair_value_marks_the_claim_at_the_mark_date():
+def test_mark_to_model_is_the_claim_at_the_mark_date():
     # after 3 years at an index value of 550k: 250,000 + 37,500 + 0.5 * 50,000
-    mark = fair_value(
+    mark = exit_proceeds(
         np.array([AMOUNT]), np.array([VALUE0]), np.array([550_000.0]), np.array([3.0]), np.array([RATE]),
         np.array([0.5]), False, np.array([0.0]), 0.0,
     )  # fmt: skip

@@ -23,7 +23,7 @@ proto-lint: setup
 
 proto-breaking: setup
 	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:protos 2>/dev/null; then \
-		$(VENV)/bin/buf breaking --against '.git#branch=main'; \
+		$(VENV)/bin/buf breaking --against '.git#branch=main' && echo "buf breaking: no breaking change against main"; \
 	else echo "buf breaking: no protos on main yet, nothing to compare"; fi
 
 test: proto proto-lint proto-breaking

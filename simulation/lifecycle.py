@@ -7,6 +7,7 @@ reinvestment period. Each slot keeps its own random streams, so paths never shar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -137,16 +138,16 @@ def initial_loans(book: LoanBook, n_paths: int) -> Loans:
     )
 
 
-def _slot_draws(params: ModelParams, purpose: Purpose, keys: tuple[int, ...], first_path: int, n_paths: int,
-                n_slots: int, loans_: Loans, kind: str) -> np.ndarray:
-    def draw(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-        if kind == "exponential":
-            return rng.standard_exponential(shape)
-        if kind == "normal":
-            return rng.standard_normal(shape)
-        return rng.random(shape)
+Sampler = Callable[[np.random.Generator, tuple[int, int]], np.ndarray]
+EXPONENTIAL: Sampler = np.random.Generator.standard_exponential
+NORMAL: Sampler = np.random.Generator.standard_normal
+UNIFORM: Sampler = np.random.Generator.random
 
-    full = draw_loans(params.config.monte_carlo.seed, purpose, keys, first_path, n_paths, n_slots, draw)
+
+def _slot_draws(params: ModelParams, purpose: Purpose, keys: tuple[int, ...], first_path: int, n_paths: int,
+                n_slots: int, loans_: Loans, sampler: Sampler) -> np.ndarray:
+    """One draw per loan from the (slot, path) stream of ``purpose``, whatever the loans' order."""
+    full = draw_loans(params.config.monte_carlo.seed, purpose, keys, first_path, n_paths, n_slots, sampler)
     return full.reshape(-1)[loans_.slot * n_paths + loans_.path]
 
 
@@ -157,17 +158,17 @@ def resolve(params: ModelParams, mkt: ChunkMarket, loans_: Loans, generation: in
     o, p = loans_.origination, loans_.path
     log_at_origination = mkt.series_log[p, s, o]
 
-    def draws(purpose: Purpose, kind: str) -> np.ndarray:
-        return _slot_draws(params, purpose, (generation,), first_path, n_paths, n_slots, loans_, kind)
+    def draws(purpose: Purpose, sampler: Sampler) -> np.ndarray:
+        return _slot_draws(params, purpose, (generation,), first_path, n_paths, n_slots, loans_, sampler)
 
     if params.fixed_hold_months is not None:
         exit_month = o + params.fixed_hold_months
     else:
-        threshold = hazards.exit_thresholds(draws(Purpose.EXIT, "exponential"), log_at_origination,
+        threshold = hazards.exit_thresholds(draws(Purpose.EXIT, EXPONENTIAL), log_at_origination,
                                             cfg.market.exit_appreciation_sensitivity, params.exit_hazard[loans_.zone])
         exit_month = hazards.first_passage(mkt.cum_exit, p, s, o + params.min_hold_months, threshold)
     exit_month = np.where(loans_.planned_exit >= 0, loans_.planned_exit, exit_month)
-    default_threshold = hazards.default_thresholds(draws(Purpose.DEFAULT, "exponential"),
+    default_threshold = hazards.default_thresholds(draws(Purpose.DEFAULT, EXPONENTIAL),
                                                    params.default_hazard[loans_.zone])
     default_month = hazards.first_passage(mkt.cum_default, p, s, o, default_threshold)
     maturity = o + cfg.loans.term_months
@@ -176,12 +177,12 @@ def resolve(params: ModelParams, mkt: ChunkMarket, loans_: Loans, generation: in
     forced = ~defaulted & (event == m_end) & (exit_month > m_end) & (maturity > m_end)
 
     years = (event - o) / MONTHS_PER_YEAR
-    idiosyncratic = market.property_log_noise(draws(Purpose.PROPERTY, "normal"), years, params.property_vol)
+    idiosyncratic = market.property_log_noise(draws(Purpose.PROPERTY, NORMAL), years, params.property_vol)
     value = loans_.value0 * np.exp(mkt.series_log[p, s, event] - log_at_origination + idiosyncratic)
     senior = cfg.loans.senior_ltv * loans_.value0
-    proceeds = loans.exit_proceeds(
-        loans_.amount, loans_.value0, value, years, loans_.rate,
-        share_for(params, loans_.amount, loans_.value0, loans_.share, value), cfg.loans.share_depreciation, senior, cfg.loans.sale_cost)
+    share = share_for(params, loans_.amount, loans_.value0, loans_.share, value)
+    proceeds = loans.exit_proceeds(loans_.amount, loans_.value0, value, years, loans_.rate, share,
+                                   cfg.loans.share_depreciation, senior, cfg.loans.sale_cost)
     proceeds = np.where(forced, proceeds * (1.0 - cfg.fund.fund_end_haircut), proceeds)
     recovery = loans.default_recovery(
         loans_.amount, years, loans_.rate, value, cfg.market.foreclosure_cost, senior,
@@ -231,7 +232,7 @@ def reinvestments(params: ModelParams, previous: list[Outcomes], first_path: int
     keys = (last.generation + 1,)
 
     def uniforms(kind: int) -> np.ndarray:
-        return _slot_draws(params, Purpose.REINVEST, (*keys, kind), first_path, n_paths, n_slots, parent, "uniform")
+        return _slot_draws(params, Purpose.REINVEST, (*keys, kind), first_path, n_paths, n_slots, parent, UNIFORM)
 
     zone = _rebalanced_zones(params, previous, parent.path, c[idx], uniforms(0), n_paths)
     region_weights = np.array([r.weight for r in cfg.book.regions])

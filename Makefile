@@ -32,6 +32,9 @@ test: proto proto-lint proto-breaking
 test-heavy: proto
 	$(PY) -m pytest -m heavy -q
 
+run: setup
+	$(VENV)/bin/equihome-sim serve --integrations sandbox
+
 bench: proto
 	$(PY) -m bench.simulation_core
 

@@ -20,6 +20,7 @@ import secrets
 import stat
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ SCOPES: tuple[str, ...] = (
 OPEN_METHOD_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "RS256", "PS256", "EdDSA")
 MAX_TOKEN_CHARS = 8192
+VERIFIED_TOKENS_KEPT = 1024
+VERIFIED_TOKEN_REUSE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,12 @@ def signing_keys_from_url(
 
 
 class TokenVerifier:
-    """Checks bearer tokens and returns the ``Principal`` they carry."""
+    """Checks bearer tokens and returns the ``Principal`` they carry.
+
+    A verified token is remembered (the newest ``VERIFIED_TOKENS_KEPT``) for ``VERIFIED_TOKEN_REUSE_S`` or
+    until it expires, whichever is first, so a caller's repeated calls skip the signature check. The reuse
+    window is shorter than the key cache, so it never keeps a removed key in use for longer than that does.
+    """
 
     def __init__(
         self,
@@ -178,9 +186,26 @@ class TokenVerifier:
             exp={"essential": True},
         )
         self._on_close = on_close
+        self._leeway_s = leeway_s
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()  # token → (caller, until)
 
     async def verify(self, token: str) -> Principal:
         """The caller behind ``token``; raises ``Unauthenticated`` (TOKEN_INVALID / TOKEN_EXPIRED)."""
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            principal, valid_until = remembered
+            if time.time() < valid_until:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+        principal = await self._verify_signature_and_claims(token)
+        expires = float(principal.claims["exp"]) + self._leeway_s
+        self._verified[token] = (principal, min(expires, time.time() + VERIFIED_TOKEN_REUSE_S))
+        if len(self._verified) > VERIFIED_TOKENS_KEPT:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify_signature_and_claims(self, token: str) -> Principal:
         if not token or len(token) > MAX_TOKEN_CHARS:
             raise _invalid("The bearer token is malformed.")
         try:

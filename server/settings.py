@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "EQUIHOME_"
 CONFIG_ENV = "EQUIHOME_CONFIG"
 DEFAULT_ISSUER = "equihome-dev"
 DEFAULT_AUDIENCE = "equihome-simulation"
 MIB = 1024 * 1024
+UPSTREAM_SETTING_PREFIXES = ("traffic_light", "pms", "underwriting")
 
 
 class SettingsError(ValueError):
@@ -68,6 +69,42 @@ class Settings(BaseModel):
     auth_leeway_s: int = Field(30, ge=0, le=300, description="clock skew tolerated on exp/nbf/iat")
     insecure_disable_auth: bool = Field(False, description="serve without authentication (development only)")
 
+    # Integrations with the Traffic Light, Portfolio Management and Underwriting systems (docs/integration.md).
+    integrations: Literal["off", "sandbox", "external"] = Field(
+        "off", description="off; sandbox (start the built-in sandbox in-process); external (use the URLs below)"
+    )
+    traffic_light_base_url: str | None = Field(None, description="Traffic Light System REST base URL")
+    traffic_light_ws_url: str | None = Field(None, description="Traffic Light System WebSocket URL")
+    traffic_light_token_url: str | None = Field(None, description="OAuth token endpoint for the TLS client")
+    traffic_light_client_id: str | None = Field(None, description="OAuth client id for the TLS")
+    traffic_light_client_secret: SecretStr | None = Field(None, description="OAuth client secret for the TLS")
+    traffic_light_client_secret_file: Path | None = Field(None, description="file holding the TLS client secret")
+    pms_base_url: str | None = Field(None, description="Portfolio Management System REST base URL")
+    pms_ws_url: str | None = Field(None, description="Portfolio Management System WebSocket URL")
+    pms_token_url: str | None = Field(None, description="OAuth token endpoint for the PMS client")
+    pms_client_id: str | None = Field(None, description="OAuth client id for the PMS")
+    pms_client_secret: SecretStr | None = Field(None, description="OAuth client secret for the PMS")
+    pms_client_secret_file: Path | None = Field(None, description="file holding the PMS client secret")
+    underwriting_base_url: str | None = Field(None, description="Underwriting System REST base URL")
+    underwriting_ws_url: str | None = Field(None, description="Underwriting System WebSocket URL")
+    underwriting_token_url: str | None = Field(None, description="OAuth token endpoint for the Underwriting client")
+    underwriting_client_id: str | None = Field(None, description="OAuth client id for the Underwriting System")
+    underwriting_client_secret: SecretStr | None = Field(None, description="OAuth client secret for Underwriting")
+    underwriting_client_secret_file: Path | None = Field(None, description="file holding the Underwriting secret")
+    integration_timeout_s: float = Field(10.0, gt=0, description="timeout of one upstream HTTP request")
+    integration_get_attempts: int = Field(3, ge=1, le=10, description="tries of an upstream GET on outages")
+    integration_breaker_threshold: int = Field(5, ge=1, description="consecutive outages that open a breaker")
+    integration_breaker_reset_s: float = Field(30.0, gt=0, description="seconds an open breaker waits to half-open")
+    integration_ws_connections: int = Field(2, ge=1, le=4, description="redundant WebSockets per system")
+    integration_ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket keepalive ping interval")
+    integration_ws_ping_timeout_s: float = Field(10.0, gt=0, description="WebSocket pong deadline")
+    integration_ws_idle_timeout_s: float = Field(60.0, gt=0, description="probe a WebSocket silent this long")
+    integration_sandbox_events_per_second: float = Field(
+        1.0, ge=0, description="event rate per system of the built-in sandbox (integrations=sandbox)"
+    )
+    event_retention_hours: float = Field(24.0, gt=0, description="how long events stay resumable")
+    event_subscriber_buffer: int = Field(1024, ge=1, description="events buffered per subscriber before cut-off")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_case_level(cls, value: object) -> object:
@@ -81,6 +118,31 @@ class Settings(BaseModel):
             raise ValueError("auth_jwks_url must be an http(s) URL")
         return self
 
+    @model_validator(mode="after")
+    def _integrations_configured(self) -> Self:
+        problems = []
+        for system in UPSTREAM_SETTING_PREFIXES:
+            if getattr(self, f"{system}_client_secret") and getattr(self, f"{system}_client_secret_file"):
+                problems.append(f"set {system}_client_secret or {system}_client_secret_file, not both")
+            for kind, schemes in (("base_url", {"http", "https"}), ("token_url", {"http", "https"}),
+                                  ("ws_url", {"ws", "wss"})):  # fmt: skip
+                url = getattr(self, f"{system}_{kind}")
+                if url and urlsplit(url).scheme not in schemes:
+                    problems.append(f"{system}_{kind} must be a {'/'.join(sorted(schemes))} URL")
+            if self.integrations == "external":
+                missing = [
+                    f"{system}_{name}"
+                    for name in ("base_url", "ws_url", "token_url", "client_id")
+                    if not getattr(self, f"{system}_{name}")
+                ]
+                if not (getattr(self, f"{system}_client_secret") or getattr(self, f"{system}_client_secret_file")):
+                    missing.append(f"{system}_client_secret (or _file)")
+                if missing:
+                    problems.append(f"integrations=external needs {', '.join(missing)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def auth_mode(self) -> Literal["disabled", "jwks_url", "key_file", "dev_key"]:
         """Where token signing keys come from (``dev_key``: generated under the data directory)."""
@@ -92,9 +154,11 @@ class Settings(BaseModel):
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain values with secrets masked: what logs and ``repr`` show."""
-        values = self.model_dump(mode="json")
-        if self.auth_jwks_url:
-            values["auth_jwks_url"] = _redact_url(self.auth_jwks_url)
+        values = self.model_dump(mode="json")  # SecretStr fields dump as "**********"
+        for name in ("auth_jwks_url", *(f"{system}_{kind}" for system in UPSTREAM_SETTING_PREFIXES
+                                        for kind in ("base_url", "ws_url", "token_url"))):  # fmt: skip
+            if values.get(name):
+                values[name] = _redact_url(values[name])
         return values
 
     def __repr_args__(self) -> Any:

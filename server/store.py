@@ -1,4 +1,5 @@
-"""Durable state in one SQLite file under the data directory: simulation runs and the event log.
+"""Durable state in one SQLite file under the data directory: simulation runs, the event log, and the
+integration cache (its queries live in ``server/integration/cache.py``).
 
 All SQL runs on one dedicated worker thread that owns the connection, so the event loop never waits on
 disk and the connection is never shared between threads. The database uses WAL with
@@ -115,6 +116,16 @@ _MIGRATIONS: tuple[str, ...] = (
         create_us INTEGER NOT NULL
     );
     CREATE INDEX events_by_time ON events (create_us);
+    """,
+    # 2: the last good answer of each upstream read, served (marked stale) while the upstream is down
+    """
+    CREATE TABLE upstream_cache (
+        key      TEXT PRIMARY KEY,
+        system   TEXT NOT NULL,
+        payload  BLOB NOT NULL,
+        fetch_us INTEGER NOT NULL
+    );
+    CREATE INDEX upstream_cache_by_system ON upstream_cache (system, fetch_us);
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -303,18 +314,8 @@ class RunStore:
         def work(connection: sqlite3.Connection) -> tuple[RunRecord, bool]:
             with _transaction(connection):
                 if request_id is not None:
-                    row = connection.execute(
-                        f"SELECT {_RUN_COLUMNS} FROM runs WHERE request_id = ?", (request_id,)
-                    ).fetchone()
-                    if row is not None:
-                        existing = _run(row)
-                        if request_hash and existing.request_hash and request_hash != existing.request_hash:
-                            raise InvalidArgument(
-                                f"request_id {request_id} was already used with a different request.",
-                                [("request_id", "already used with a different request")],
-                                reason="REQUEST_ID_REUSED",
-                                metadata={"request_id": request_id},
-                            )
+                    existing = _select_request(connection, request_id, request_hash)
+                    if existing is not None:
                         return existing, False
                 now = _now_us()
                 try:
@@ -337,6 +338,15 @@ class RunStore:
                 return _run(_select_run(connection, name)), True
 
         return await self._store.call(work)
+
+    async def find_request(self, request_id: str, request_hash: str | None = None) -> RunRecord | None:
+        """The run ``request_id`` created, if any; same ``InvalidArgument`` rule as ``create``.
+
+        Lets a service answer a retried request before it commits resources to a new run.
+        """
+        return await self._store.call(
+            lambda connection: _select_request(connection, request_id, request_hash)
+        )
 
     async def get(self, name: str) -> RunRecord:
         """The run called ``name``; raises ``NotFound``."""
@@ -486,6 +496,24 @@ def _select_run(connection: sqlite3.Connection, name: str) -> Sequence[Any]:
             f"Simulation {name} does not exist.", reason="SIMULATION_NOT_FOUND", metadata={"name": name}
         )
     return row  # type: ignore[no-any-return]
+
+
+def _select_request(
+    connection: sqlite3.Connection, request_id: str, request_hash: str | None
+) -> RunRecord | None:
+    query = f"SELECT {_RUN_COLUMNS} FROM runs WHERE request_id = ?"
+    row = connection.execute(query, (request_id,)).fetchone()
+    if row is None:
+        return None
+    existing = _run(row)
+    if request_hash and existing.request_hash and request_hash != existing.request_hash:
+        raise InvalidArgument(
+            f"request_id {request_id} was already used with a different request.",
+            [("request_id", "already used with a different request")],
+            reason="REQUEST_ID_REUSED",
+            metadata={"request_id": request_id},
+        )
+    return existing
 
 
 def _filter_hash(portfolio_id: str | None, states: list[str]) -> str:

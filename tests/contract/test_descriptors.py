@@ -16,7 +16,6 @@ import typing
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import pytest
 from google.api import field_behavior_pb2, resource_pb2
@@ -505,49 +504,11 @@ def test_config_sections_are_optional_messages(section: str) -> None:
     assert field.message_type is not None and _behaviors(field) == [FB.OPTIONAL]
 
 
-def _engine_to_proto(message: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
-    """Engine JSON (pydantic ``model_dump(mode="json")``) -> proto JSON, using only the shared field names."""
-    out: dict[str, Any] = {}
-    for name, value in data.items():
-        if value is None:
-            continue
-        field = message.fields_by_name[name]
-        values: list[Any] = list(value) if field.is_repeated else [value]
-        if field.enum_type is not None:
-            converted = [f"{_snake_upper(field.enum_type.name)}_{str(v).upper()}" for v in values]
-        elif field.message_type is not None:
-            converted = [_engine_to_proto(field.message_type, v) for v in values]
-        else:
-            converted = list(values)
-        out[name] = converted if field.is_repeated else converted[0]
-    return out
-
-
-def _proto_to_engine(message: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
-    """Proto JSON (``MessageToDict(preserving_proto_field_name=True)``) -> engine JSON."""
-    out: dict[str, Any] = {}
-    for name, value in data.items():
-        field = message.fields_by_name[name]
-        values: list[Any] = list(value) if field.is_repeated else [value]
-        if field.enum_type is not None:
-            prefix = _snake_upper(field.enum_type.name) + "_"
-            converted = [str(v).removeprefix(prefix).lower() for v in values]
-        elif field.message_type is not None:
-            converted = [_proto_to_engine(field.message_type, v) for v in values]
-        elif field.type in SCALAR_TYPES[int]:
-            converted = [int(v) for v in values]  # 64-bit integers are JSON strings
-        else:
-            converted = list(values)
-        out[name] = converted if field.is_repeated else converted[0]
-    return out
-
-
 def test_engine_config_round_trips_through_proto() -> None:
     """A full engine config (every default, plus an explicit loan and a call schedule) survives
-    engine -> proto -> engine unchanged, so the server mapping is a pure rename of enum values."""
-    from google.protobuf import json_format
-
+    engine -> proto -> wire -> engine through the server mapping, which renames enum values only."""
     from equihome.simulation.v1 import simulation_config_pb2
+    from server.mapping.config import config_to_engine, engine_to_config
 
     original = pyconfig.load_config(
         {
@@ -572,19 +533,14 @@ def test_engine_config_round_trips_through_proto() -> None:
             "monte_carlo": {"seed": 2**62, "paths": 10},
         }
     )
-    descriptor = simulation_config_pb2.SimulationConfig.DESCRIPTOR
-    message = json_format.ParseDict(
-        _engine_to_proto(descriptor, original.model_dump(mode="json")),
-        simulation_config_pb2.SimulationConfig(),
-    )
+    wire = engine_to_config(original).SerializeToString()
+    message = simulation_config_pb2.SimulationConfig.FromString(wire)
+
     assert message.book.loans[0].zone == 2  # ZONE_ORANGE
     assert message.book.loans[0].HasField("interest_rate")
     assert not message.book.loans[0].HasField("appreciation_share")
-    # REQUIRED scalars have no presence (a zero `CallScheduleEntry.year` is a value), so print them always.
-    back = json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-    assert pyconfig.load_config(_proto_to_engine(descriptor, back)) == original
+    assert message.fund.capital_call_schedule[0].year == 0  # REQUIRED, no presence: zero is a value
+    assert pyconfig.load_config(config_to_engine(message)) == original
 
 
 def _field_comments(files: list[descriptor_pb2.FileDescriptorProto]) -> dict[str, str]:

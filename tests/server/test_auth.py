@@ -31,6 +31,7 @@ from server.auth import (
     issue_dev_token,
     sign_token,
     signing_keys_from_url,
+    verifier_from_settings,
 )
 from server.settings import DEFAULT_AUDIENCE, DEFAULT_ISSUER, Settings
 from tests.server.conftest import Metadata, bearer, start_app
@@ -98,6 +99,23 @@ async def test_expired_token_is_refused_as_expired(client: EchoClient, settings:
     details = await refusal(client.echo(HELLO, metadata=bearer(expired)))
 
     assert (details.code, details.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED")
+
+
+async def test_a_remembered_token_still_expires(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = verifier_from_settings(settings)
+    valid = token(dev_key(settings), ttl=600)
+    first = await verifier.verify(valid)
+    again = await verifier.verify(valid)  # served from memory
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+
+    with pytest.raises(errors.Unauthenticated) as expired:
+        await verifier.verify(valid)
+
+    assert again is first
+    assert expired.value.reason == "TOKEN_EXPIRED"
 
 
 @pytest.mark.parametrize(

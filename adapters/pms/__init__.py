@@ -1,0 +1,1 @@
+"""Portfolio Management System adapter: composition, metrics, optimisation recommendations, events."""

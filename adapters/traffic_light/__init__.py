@@ -1,0 +1,1 @@
+"""Traffic Light System adapter: zones, market risk, allocation recommendations and their events."""

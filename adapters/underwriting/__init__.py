@@ -1,0 +1,1 @@
+"""Underwriting System adapter: loan parameters, portfolio impact analyses and loan events."""

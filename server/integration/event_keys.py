@@ -1,0 +1,81 @@
+"""What subscription filters look at in an event: its type and the portfolio, region and property it is
+about (api.md: filters AND together; an event that does not carry a filtered field does not match)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from equihome.events.v1 import event_pb2
+
+# Event.payload case -> EventType.
+EVENT_TYPES: dict[str, event_pb2.EventType.ValueType] = {
+    "zone_classification_updated": event_pb2.EVENT_TYPE_ZONE_CLASSIFICATION_UPDATED,
+    "market_risk_updated": event_pb2.EVENT_TYPE_MARKET_RISK_UPDATED,
+    "portfolio_updated": event_pb2.EVENT_TYPE_PORTFOLIO_UPDATED,
+    "metrics_updated": event_pb2.EVENT_TYPE_METRICS_UPDATED,
+    "loan_application_submitted": event_pb2.EVENT_TYPE_LOAN_APPLICATION_SUBMITTED,
+    "loan_approved": event_pb2.EVENT_TYPE_LOAN_APPROVED,
+    "simulation_progressed": event_pb2.EVENT_TYPE_SIMULATION_PROGRESSED,
+    "simulation_completed": event_pb2.EVENT_TYPE_SIMULATION_COMPLETED,
+    "impact_analysis_completed": event_pb2.EVENT_TYPE_IMPACT_ANALYSIS_COMPLETED,
+    "heartbeat": event_pb2.EVENT_TYPE_HEARTBEAT,
+}
+PORTFOLIO_EVENTS = frozenset(
+    {
+        "portfolio_updated",
+        "metrics_updated",
+        "simulation_progressed",
+        "simulation_completed",
+        "impact_analysis_completed",
+    }
+)
+
+
+@dataclass(frozen=True)
+class EventKey:
+    type: event_pb2.EventType.ValueType
+    portfolio_id: str = ""
+    region_id: str = ""
+    property_id: str = ""
+
+
+def event_key(event: event_pb2.Event) -> EventKey:
+    case = event.WhichOneof("payload")
+    if case is None:
+        raise ValueError("an event without a payload cannot be published")
+    payload = getattr(event, case)
+    return EventKey(
+        type=EVENT_TYPES[case],
+        portfolio_id=payload.portfolio_id if case in PORTFOLIO_EVENTS else "",
+        region_id=payload.region_id if case == "market_risk_updated" else "",
+        property_id=payload.property_id if case == "zone_classification_updated" else "",
+    )
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Empty fields match everything; set fields must all match."""
+
+    types: frozenset[event_pb2.EventType.ValueType] = frozenset()
+    portfolio_id: str = ""
+    region_id: str = ""
+    property_id: str = ""
+
+    @classmethod
+    def of(
+        cls,
+        types: Iterable[event_pb2.EventType.ValueType] = (),
+        portfolio_id: str = "",
+        region_id: str = "",
+        property_id: str = "",
+    ) -> EventFilter:
+        return cls(frozenset(types), portfolio_id, region_id, property_id)
+
+    def matches(self, key: EventKey) -> bool:
+        return (
+            (not self.types or key.type in self.types)
+            and (not self.portfolio_id or key.portfolio_id == self.portfolio_id)
+            and (not self.region_id or key.region_id == self.region_id)
+            and (not self.property_id or key.property_id == self.property_id)
+        )

@@ -1,0 +1,113 @@
+"""Every service this server offers, with the scope each method needs (docs/api.md), in one registry.
+
+``build_bindings`` returns one ``ServiceBinding`` per service. A service that is not built yet is bound to
+an ``UnimplementedServicer``, so the surface (reflection, health, auth) is already the production one;
+when it is built, its line changes to the real servicer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
+
+from equihome.events.v1 import event_service_pb2
+from equihome.impact.v1 import impact_analysis_service_pb2, impact_analysis_service_pb2_grpc
+from equihome.integration.v1 import integration_service_pb2, integration_service_pb2_grpc
+from equihome.optimization.v1 import optimization_service_pb2, optimization_service_pb2_grpc
+from equihome.simulation.v1 import simulation_service_pb2, simulation_service_pb2_grpc
+from server.app import Lifecycle, ServiceBinding
+from server.jobs import JobRunner
+from server.observability import Metrics
+from server.integration.runtime import IntegrationRuntime
+from server.services.events import EventService, add_event_service
+from server.services.integration import IntegrationService
+from server.services.simulation import SimulationService
+from server.services.unimplemented import UnimplementedServicer
+from server.settings import Settings
+from server.store import Store
+
+
+@dataclass(frozen=True)
+class ServiceDependencies:
+    """What services are built from; ``serve_cli`` opens and closes them."""
+
+    settings: Settings
+    lifecycle: Lifecycle
+    metrics: Metrics
+    store: Store
+    runner: JobRunner
+    integrations: IntegrationRuntime
+
+
+def _service(file: FileDescriptor, name: str) -> ServiceDescriptor:
+    return file.services_by_name[name]
+
+
+SIMULATION = _service(simulation_service_pb2.DESCRIPTOR, "SimulationService")
+IMPACT = _service(impact_analysis_service_pb2.DESCRIPTOR, "ImpactAnalysisService")
+OPTIMIZATION = _service(optimization_service_pb2.DESCRIPTOR, "OptimizationService")
+EVENTS = _service(event_service_pb2.DESCRIPTOR, "EventService")
+INTEGRATION = _service(integration_service_pb2.DESCRIPTOR, "IntegrationService")
+
+SCOPES: dict[str, dict[str, str]] = {
+    SIMULATION.full_name: {
+        "CreateSimulation": "simulation:write",
+        "GetSimulation": "simulation:read",
+        "ListSimulations": "simulation:read",
+        "CancelSimulation": "simulation:write",
+        "WatchSimulation": "simulation:read",
+        "RunSimulation": "simulation:write",
+    },
+    IMPACT.full_name: {"AnalyzeLoanImpact": "impact:write"},
+    OPTIMIZATION.full_name: {
+        "OptimizeAllocation": "optimization:write",
+        "SendRecommendations": "optimization:write",
+    },
+    EVENTS.full_name: {"SubscribeEvents": "events:read"},
+    INTEGRATION.full_name: {
+        "GetIntegration": "integration:read",
+        "ListIntegrations": "integration:read",
+        "GetZoneClassifications": "integration:read",
+        "GetMarketRisk": "integration:read",
+        "GetPortfolioComposition": "integration:read",
+        "GetPortfolioMetrics": "integration:read",
+        "GetLoanParameters": "integration:read",
+    },
+}
+
+
+AddToServer = Callable[[Any, grpc.aio.Server], None]
+
+
+def binding(service: ServiceDescriptor, add_to_server: AddToServer, servicer: object) -> ServiceBinding:
+    """``servicer`` bound as ``service``, with the service's scope map."""
+    return ServiceBinding(service.full_name, add_to_server, servicer, SCOPES[service.full_name])
+
+
+def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
+    simulations = SimulationService(deps.store.runs, deps.runner, deps.lifecycle)
+    return [
+        binding(SIMULATION, simulation_service_pb2_grpc.add_SimulationServiceServicer_to_server, simulations),
+        binding(
+            IMPACT,
+            impact_analysis_service_pb2_grpc.add_ImpactAnalysisServiceServicer_to_server,
+            UnimplementedServicer(IMPACT, "loan impact analysis is planned for a later issue"),
+        ),
+        binding(
+            OPTIMIZATION,
+            optimization_service_pb2_grpc.add_OptimizationServiceServicer_to_server,
+            UnimplementedServicer(
+                OPTIMIZATION, "allocation optimisation and recommendations are planned for a later issue"
+            ),
+        ),
+        binding(EVENTS, add_event_service, EventService(deps.integrations.bus, deps.lifecycle)),
+        binding(
+            INTEGRATION,
+            integration_service_pb2_grpc.add_IntegrationServiceServicer_to_server,
+            IntegrationService(deps.integrations),
+        ),
+    ]

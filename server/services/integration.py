@@ -1,0 +1,169 @@
+"""IntegrationService: health of the three upstream integrations and typed read-through data.
+
+Reports come from ``IntegrationRuntime.integration``; reads from ``IntegrationRuntime.reads``, which serve
+the last good copy with ``freshness.stale`` when an upstream is down (docs/integration.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+
+import grpc
+
+from adapters.systems import Upstream, upstream_by_integration_id
+from equihome.integration.v1 import integration_service_pb2, integration_service_pb2_grpc
+from server.app import ServiceBinding
+from server.errors import InvalidArgument, NotFound, Unavailable
+from server.integration.reads import IntegrationReads
+from server.integration.runtime import IntegrationRuntime
+
+SERVICE = integration_service_pb2.DESCRIPTOR.services_by_name["IntegrationService"]
+SCOPES = {method: "integration:read" for method in SERVICE.methods_by_name}
+MAX_IDS = 100
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 1000
+INTEGRATIONS = sorted(Upstream, key=lambda system: system.integration_name)  # ListIntegrations order
+OFF_RETRY_AFTER_S = 60.0
+
+
+class IntegrationService(integration_service_pb2_grpc.IntegrationServiceServicer):
+    def __init__(self, runtime: IntegrationRuntime):
+        self._runtime = runtime
+        self._page_secret = secrets.token_bytes(32)  # page tokens are valid for this process's life
+
+    async def GetIntegration(  # noqa: N802
+        self, request: integration_service_pb2.GetIntegrationRequest, context: grpc.aio.ServicerContext
+    ) -> integration_service_pb2.GetIntegrationResponse:
+        prefix, _, integration_id = request.name.partition("/")
+        if prefix != "integrations" or not integration_id or "/" in integration_id:
+            raise InvalidArgument(
+                f"{request.name!r} is not an integration name (integrations/{{integration}}).",
+                [("name", "must match integrations/{integration}")],
+                reason="RESOURCE_NAME_INVALID",
+                metadata={"name": request.name},
+            )
+        system = upstream_by_integration_id(integration_id)
+        if system is None:
+            raise NotFound(
+                f"There is no integration {request.name}.",
+                reason="INTEGRATION_NOT_FOUND",
+                metadata={"name": request.name},
+            )
+        integration = await self._runtime.integration(system)
+        return integration_service_pb2.GetIntegrationResponse(integration=integration)
+
+    async def ListIntegrations(  # noqa: N802
+        self, request: integration_service_pb2.ListIntegrationsRequest, context: grpc.aio.ServicerContext
+    ) -> integration_service_pb2.ListIntegrationsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument(
+                "page_size must not be negative.", [("page_size", "must be >= 0")], reason="FIELD_INVALID"
+            )
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        start = self._read_page_token(request.page_token) if request.page_token else 0
+        page = INTEGRATIONS[start : start + size]
+        response = integration_service_pb2.ListIntegrationsResponse(
+            integrations=[await self._runtime.integration(system) for system in page]
+        )
+        if start + size < len(INTEGRATIONS):
+            response.next_page_token = self._page_token(start + size)
+        return response
+
+    async def GetZoneClassifications(  # noqa: N802
+        self,
+        request: integration_service_pb2.GetZoneClassificationsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> integration_service_pb2.GetZoneClassificationsResponse:
+        ids = _id_list(request.property_ids, "property_ids")
+        return await self._reads().zones(ids, require_fresh=request.require_fresh)
+
+    async def GetMarketRisk(  # noqa: N802
+        self, request: integration_service_pb2.GetMarketRiskRequest, context: grpc.aio.ServicerContext
+    ) -> integration_service_pb2.GetMarketRiskResponse:
+        ids = _id_list(request.region_ids, "region_ids")
+        return await self._reads().market_risk(ids, require_fresh=request.require_fresh)
+
+    async def GetPortfolioComposition(  # noqa: N802
+        self,
+        request: integration_service_pb2.GetPortfolioCompositionRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> integration_service_pb2.GetPortfolioCompositionResponse:
+        _require(request.portfolio_id, "portfolio_id")
+        return await self._reads().composition(request.portfolio_id, require_fresh=request.require_fresh)
+
+    async def GetPortfolioMetrics(  # noqa: N802
+        self, request: integration_service_pb2.GetPortfolioMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> integration_service_pb2.GetPortfolioMetricsResponse:
+        _require(request.portfolio_id, "portfolio_id")
+        return await self._reads().metrics(request.portfolio_id, require_fresh=request.require_fresh)
+
+    async def GetLoanParameters(  # noqa: N802
+        self, request: integration_service_pb2.GetLoanParametersRequest, context: grpc.aio.ServicerContext
+    ) -> integration_service_pb2.GetLoanParametersResponse:
+        _require(request.loan_id, "loan_id")
+        return await self._reads().loan_parameters(request.loan_id, require_fresh=request.require_fresh)
+
+    def _reads(self) -> IntegrationReads:
+        if self._runtime.reads is None:
+            raise Unavailable(
+                "Integrations are off in this server's settings (integrations = off).",
+                OFF_RETRY_AFTER_S,
+                reason="UPSTREAM_UNAVAILABLE",
+                metadata={"integrations": self._runtime.mode},
+            )
+        return self._runtime.reads
+
+    def _page_token(self, offset: int) -> str:
+        body = str(offset).encode()
+        signature = hmac.new(self._page_secret, b"integrations:" + body, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(signature + body).decode().rstrip("=")
+
+    def _read_page_token(self, token: str) -> int:
+        invalid = InvalidArgument(
+            "page_token is not a token this server issued (tokens do not survive a restart).",
+            [("page_token", "not valid")],
+            reason="PAGE_TOKEN_INVALID",
+        )
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            raise invalid from None
+        signature, body = raw[:16], raw[16:]
+        expected = hmac.new(self._page_secret, b"integrations:" + body, hashlib.sha256).digest()[:16]
+        if not hmac.compare_digest(signature, expected) or not body.isdigit():
+            raise invalid
+        return int(body)
+
+
+def _require(value: str, field: str) -> None:
+    if not value:
+        raise InvalidArgument(f"{field} is required.", [(field, "must not be empty")], reason="FIELD_INVALID")
+
+
+def _id_list(ids: Sequence[str], field: str) -> list[str]:
+    problems = []
+    if not 1 <= len(ids) <= MAX_IDS:
+        problems.append((field, f"give 1 to {MAX_IDS} ids, got {len(ids)}"))
+    seen: set[str] = set()
+    for index, identifier in enumerate(ids):
+        if not identifier or "," in identifier:
+            problems.append((f"{field}[{index}]", "must be non-empty and free of commas"))
+        elif identifier in seen:
+            problems.append((f"{field}[{index}]", f"{identifier!r} appears twice"))
+        seen.add(identifier)
+    if problems:
+        raise InvalidArgument(f"{field} is invalid.", problems, reason="FIELD_INVALID")
+    return list(ids)
+
+
+def integration_binding(runtime: IntegrationRuntime) -> ServiceBinding:
+    return ServiceBinding(
+        SERVICE.full_name,
+        integration_service_pb2_grpc.add_IntegrationServiceServicer_to_server,
+        IntegrationService(runtime),
+        SCOPES,
+    )

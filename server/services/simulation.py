@@ -1,0 +1,492 @@
+"""SimulationService: simulation jobs (create, get, list, cancel, watch) and small unary runs.
+
+Every job runs in the ``JobRunner`` and is followed by one background task owned by the ``Lifecycle``:
+it stores the run, records RUNNING when a worker picks the job up, and records the terminal state with
+its result or error when the job ends. If the server stops first, the run stays PENDING or RUNNING in the
+store and the next start marks it INTERRUPTED, so no run is ever lost. Runs active in this process are read
+from memory with live progress; finished runs from the store, through a cache of their views (a finished
+run never changes).
+
+A create that finds every worker busy and the queue full is refused (RESOURCE_EXHAUSTED with RetryInfo)
+before anything is stored: the job is submitted first, and the run is stored only once it is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+
+from equihome.simulation.v1 import simulation_pb2, simulation_service_pb2 as service_pb2
+from equihome.simulation.v1 import simulation_service_pb2_grpc
+from server import errors
+from server.app import Lifecycle
+from server.jobs import JobHandle, JobRunner, JobSnapshot, JobState
+from server.mapping.config import load_engine_config
+from server.mapping.simulation import (
+    LiveProgress,
+    RUN_STATES,
+    Simulation,
+    check_view,
+    sequence,
+    simulation_failed,
+    simulation_spec,
+    simulation_view,
+)
+from server.services.simulation_job import SimulationJob, run_simulation
+from server.store import RunRecord, RunState, RunStore
+from simulation import engine
+from simulation.config import SimulationConfig
+
+log = logging.getLogger(__name__)
+
+View = simulation_pb2.SimulationView
+BASIC, SUMMARY, FULL = (
+    simulation_pb2.SIMULATION_VIEW_BASIC,
+    simulation_pb2.SIMULATION_VIEW_SUMMARY,
+    simulation_pb2.SIMULATION_VIEW_FULL,
+)
+
+RUN_MAX_PATHS = 20_000  # RunSimulation's limit (docs/api.md)
+RUN_TIMEOUT_WITHOUT_DEADLINE_S = 60.0  # callers should set a deadline; this bounds those that do not
+DEADLINE_MARGIN_S = 0.1  # answer just before the caller's deadline, so it learns the reason
+MAX_WORKERS_PER_RUN = 1  # a job is one worker process; the runner's pool size is the server's parallelism
+FULL_VIEW_KEEPS_PATHS_UP_TO = 25_000  # jobs this small keep per-path values for the FULL view
+DISPLAY_NAME_MAX_CHARS = 200
+MIN_UPDATE_INTERVAL_S = 0.1
+DEFAULT_UPDATE_INTERVAL_S = 1.0
+CACHED_VIEWS = 1024
+NAME_PATTERN = re.compile(r"simulations/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@dataclass(eq=False)
+class ActiveRun:
+    """A stored run whose job this process is running (or queueing)."""
+
+    record: RunRecord  # as last stored
+    spec: Simulation
+    handle: JobHandle
+    finished: asyncio.Future[RunRecord]  # the terminal record, once stored
+
+    def live(self) -> LiveProgress:
+        snapshot = self.handle.snapshot
+        if snapshot.state is JobState.QUEUED:
+            return LiveProgress(RunState.PENDING, 0)
+        if snapshot.state is JobState.RUNNING:
+            return LiveProgress(RunState.RUNNING, snapshot.done)
+        return LiveProgress(self.record.state, snapshot.done)  # ended, not yet stored: show what is
+
+
+class FinishedViews:
+    """Views of finished runs, kept as ready GetSimulation responses (so a read copies nothing), least
+    recently used out. FULL views are not kept: they can be megabytes."""
+
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._views: OrderedDict[tuple[str, int], service_pb2.GetSimulationResponse] = OrderedDict()
+
+    def get(self, name: str, view: View.ValueType) -> service_pb2.GetSimulationResponse | None:
+        response = self._views.get((name, view))
+        if response is not None:
+            self._views.move_to_end((name, view))
+        return response
+
+    def put(self, name: str, view: View.ValueType, response: service_pb2.GetSimulationResponse) -> None:
+        if view == FULL:
+            return
+        self._views[(name, view)] = response
+        while len(self._views) > self._capacity:
+            self._views.popitem(last=False)
+
+
+class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
+    def __init__(self, runs: RunStore, runner: JobRunner, lifecycle: Lifecycle):
+        self._runs = runs
+        self._runner = runner
+        self._lifecycle = lifecycle
+        self._active: dict[str, ActiveRun] = {}
+        self._finished = FinishedViews(CACHED_VIEWS)
+
+    # --- RPCs --------------------------------------------------------------------------------------
+
+    async def CreateSimulation(
+        self, request: service_pb2.CreateSimulationRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.CreateSimulationResponse:
+        sent = request.simulation
+        _check_display_name(sent.display_name)
+        request_id = _request_id(request.request_id)
+        config = _as_served(load_engine_config(sent.config, "simulation.config"))
+        spec = simulation_spec(
+            display_name=sent.display_name,
+            portfolio_id=sent.portfolio_id,
+            config_sent=sent.config,
+            config=config,
+        )
+        if request.validate_only:
+            spec.state = Simulation.STATE_PENDING
+            return service_pb2.CreateSimulationResponse(simulation=spec)
+        request_hash = _request_hash(request) if request_id else None
+        if request_id is not None:
+            existing = await self._runs.find_request(request_id, request_hash)
+            if existing is not None:
+                return service_pb2.CreateSimulationResponse(simulation=self._view(existing, SUMMARY))
+
+        name = f"simulations/{uuid.uuid4()}"
+        keep_paths = engine.path_count(config) <= FULL_VIEW_KEEPS_PATHS_UP_TO
+        handle = self._runner.submit(run_simulation, _job(config, keep_paths), job_id=name)
+        admitted: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
+        self._lifecycle.add_background_task(
+            self._store_and_follow(name, spec, handle, request_id, request_hash, admitted),
+            name=f"simulation {name}",
+        )
+        record = await asyncio.shield(admitted)
+        return service_pb2.CreateSimulationResponse(simulation=self._view(record, SUMMARY))
+
+    async def GetSimulation(
+        self, request: service_pb2.GetSimulationRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.GetSimulationResponse:
+        return await self._response(_name(request.name), _view_or(request.view, SUMMARY))
+
+    async def ListSimulations(
+        self, request: service_pb2.ListSimulationsRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.ListSimulationsResponse:
+        view = _view_or(request.view, BASIC)
+        if view == FULL:
+            raise errors.InvalidArgument(
+                "ListSimulations does not return the FULL view; use GetSimulation.",
+                [("view", "FULL is not allowed in ListSimulations")],
+                reason="FIELD_INVALID",
+            )
+        page = await self._runs.list(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            portfolio_id=request.portfolio_id or None,
+            states=[_run_state(state, index) for index, state in enumerate(request.states)],
+        )
+        return service_pb2.ListSimulationsResponse(
+            simulations=[self._view(record, view) for record in page.runs],
+            next_page_token=page.next_page_token,
+        )
+
+    async def CancelSimulation(
+        self, request: service_pb2.CancelSimulationRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.CancelSimulationResponse:
+        name = _name(request.name)
+        active = self._active.get(name)
+        if active is None:
+            record = await self._runs.get(name)
+        else:
+            self._runner.cancel(name)  # a queued job ends now; a running one after its current chunk
+            record = await asyncio.shield(active.finished)
+        if record.state is not RunState.CANCELLED:
+            raise errors.FailedPrecondition(
+                f"Simulation {name} is {record.state.value}; only a pending or running simulation can be "
+                "cancelled.",
+                reason="RUN_STATE_CONFLICT",
+                metadata={"name": name, "state": record.state.value},
+            )
+        return service_pb2.CancelSimulationResponse(simulation=self._view(record, BASIC))
+
+    async def WatchSimulation(
+        self, request: service_pb2.WatchSimulationRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[service_pb2.WatchSimulationResponse]:
+        name = _name(request.name)
+        view = _view_or(request.view, SUMMARY)
+        interval = _update_interval(request)
+        async for snapshot in self._lifecycle.until_shutdown(self._watch(name, view, interval)):
+            yield snapshot
+
+    async def RunSimulation(
+        self, request: service_pb2.RunSimulationRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.RunSimulationResponse:
+        config = _as_served(load_engine_config(request.config, "config"))
+        paths = engine.path_count(config)
+        if paths > RUN_MAX_PATHS:
+            raise errors.InvalidArgument(
+                f"RunSimulation runs at most {RUN_MAX_PATHS} paths; this config has {paths}. Use "
+                "CreateSimulation for larger runs.",
+                [("config.monte_carlo.paths", f"at most {RUN_MAX_PATHS} in RunSimulation")],
+                reason="RUN_TOO_LARGE",
+                metadata={"paths": str(paths), "max_paths": str(RUN_MAX_PATHS)},
+            )
+        view = _view_or(request.view, SUMMARY)
+        received = datetime.now(UTC)
+        handle = self._runner.submit(run_simulation, _job(config, keep_paths=view == FULL))
+        try:
+            result = await asyncio.wait_for(handle.result(), _time_budget(context))
+        except TimeoutError:
+            raise errors.DeadlineExceeded(
+                f"The run of {paths} paths did not finish within the call's deadline; set a longer deadline "
+                "or run fewer paths.",
+                reason="DEADLINE_TOO_SHORT",
+                metadata={"paths": str(paths)},
+            ) from None
+        except errors.ServiceError:
+            raise
+        except Exception as failure:
+            log.error("unary simulation failed", exc_info=failure)
+            raise simulation_failed() from failure
+        finally:
+            if not handle.done():
+                self._runner.cancel(handle.job_id)  # the deadline passed or the caller went away
+        spec = simulation_spec(
+            display_name="", portfolio_id=request.portfolio_id, config_sent=request.config, config=config
+        )
+        finished = datetime.now(UTC)
+        record = RunRecord(
+            name="", portfolio_id=request.portfolio_id, state=RunState.SUCCEEDED, progress_done=paths,
+            progress_total=paths, config=b"", result=result, error=None, request_id=None, request_hash=None,
+            create_time=received, update_time=finished, start_time=received, end_time=finished,
+        )  # fmt: skip
+        simulation = simulation_view(record, view, spec=spec)
+        simulation.ClearField("expire_time")  # not stored, so never deleted
+        return service_pb2.RunSimulationResponse(simulation=simulation)
+
+    # --- Following a job ---------------------------------------------------------------------------
+
+    async def _store_and_follow(
+        self,
+        name: str,
+        spec: Simulation,
+        handle: JobHandle,
+        request_id: str | None,
+        request_hash: str | None,
+        admitted: asyncio.Future[RunRecord],
+    ) -> None:
+        """Store the accepted run, answer the create through ``admitted``, then follow the job to its end."""
+        try:
+            record, created = await self._runs.create(
+                name, spec.SerializeToString(), portfolio_id=spec.portfolio_id,
+                request_id=request_id, request_hash=request_hash,
+            )  # fmt: skip
+        except BaseException as error:
+            self._runner.cancel(name)
+            _settle(admitted, error)  # the create call raises it (or learns that the server is stopping)
+            if isinstance(error, errors.ServiceError):
+                return  # the caller's mistake (REQUEST_ID_REUSED), answered by the create call
+            raise
+        if not created:  # a concurrent retry with the same request_id stored its run first
+            self._runner.cancel(name)
+            admitted.set_result(record)
+            return
+        active = ActiveRun(record, spec, handle, asyncio.get_running_loop().create_future())
+        self._active[name] = active
+        admitted.set_result(record)
+        try:
+            await self._follow(active)
+        except BaseException as error:  # the server is stopping, or the store failed
+            _settle(active.finished, error)  # whoever waits on the run learns it
+            raise
+        finally:
+            self._active.pop(name, None)
+
+    async def _follow(self, active: ActiveRun) -> None:
+        name = active.record.name
+        await self._record_start(active)
+        result: bytes | None = None
+        error: bytes | None = None
+        try:
+            result = await active.handle.result()
+            state = RunState.SUCCEEDED
+        except errors.Cancelled:
+            state = RunState.CANCELLED
+        except Exception as failure:
+            log.error("simulation %s failed", name, exc_info=failure, extra={"simulation": name})
+            state, error = RunState.FAILED, errors.to_status(simulation_failed(name)).SerializeToString()
+        record = await self._runs.update(
+            name,
+            state=state,
+            progress=(active.handle.snapshot.done, active.spec.progress.paths_total),
+            result=result,
+            error=error,
+        )
+        del self._active[name]
+        active.finished.set_result(record)
+
+    async def _record_start(self, active: ActiveRun) -> None:
+        """Store RUNNING (and so the start time) once a worker has picked the job up."""
+        async with contextlib.aclosing(self._runner.watch(active.record.name)) as updates:
+            async for update in updates:
+                if _has_started(update):
+                    active.record = await self._runs.update(active.record.name, state=RunState.RUNNING)
+                    return
+                if update.terminal:
+                    return
+
+    async def _watch(
+        self, name: str, view: View.ValueType, interval: float
+    ) -> AsyncIterator[service_pb2.WatchSimulationResponse]:
+        active = self._active.get(name)
+        if active is None:  # finished: its final snapshot is all there is
+            yield _watch_response((await self._response(name, view)).simulation)
+            return
+        check_view(active.spec, view)
+        last = _watch_response(self._view(active.record, BASIC))
+        yield last
+        async with contextlib.aclosing(self._runner.watch(name)) as updates:
+            async for update in updates:
+                if update.terminal or active.finished.done():
+                    break
+                snapshot = _watch_response(self._view(active.record, BASIC))
+                if snapshot.sequence > last.sequence:
+                    yield snapshot
+                    last = snapshot
+                await asyncio.wait({active.finished}, timeout=interval)  # throttle, but never delay the end
+        record = await asyncio.shield(active.finished)
+        yield _watch_response(self._view(record, view))
+
+    # --- Views -------------------------------------------------------------------------------------
+
+    async def _response(self, name: str, view: View.ValueType) -> service_pb2.GetSimulationResponse:
+        if name not in self._active:
+            cached = self._finished.get(name, view)
+            if cached is not None:
+                return cached
+            return self._response_for(await self._runs.get(name), view)
+        return self._response_for(self._active[name].record, view)
+
+    def _view(self, record: RunRecord, view: View.ValueType) -> Simulation:
+        """``record`` in ``view``, with live progress while it is active here."""
+        return self._response_for(record, view).simulation
+
+    def _response_for(self, record: RunRecord, view: View.ValueType) -> service_pb2.GetSimulationResponse:
+        active = self._active.get(record.name)
+        if active is not None:
+            live = simulation_view(active.record, view, spec=active.spec, live=active.live())
+            return service_pb2.GetSimulationResponse(simulation=live)
+        cached = self._finished.get(record.name, view)
+        if cached is not None:
+            return cached
+        response = service_pb2.GetSimulationResponse(simulation=simulation_view(record, view))
+        if record.state.terminal:
+            self._finished.put(record.name, view, response)
+        return response
+
+
+# --- Request checks and small helpers ----------------------------------------------------------------
+
+
+def _name(name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise errors.InvalidArgument(
+            f"{name!r} is not a simulation name; expected simulations/{{uuid}}.",
+            [("name", "must be simulations/{uuid}")],
+            reason="RESOURCE_NAME_INVALID",
+            metadata={"name": name},
+        )
+    return name
+
+
+def _view_or(view: View.ValueType, default: View.ValueType) -> View.ValueType:
+    if view == simulation_pb2.SIMULATION_VIEW_UNSPECIFIED:
+        return default
+    if view not in (BASIC, SUMMARY, FULL):
+        raise errors.InvalidArgument(
+            f"view {view} is not a SimulationView.", [("view", "unknown value")], reason="FIELD_INVALID",
+            metadata={"view": str(view)},
+        )  # fmt: skip
+    return view
+
+
+def _run_state(state: Simulation.State.ValueType, index: int) -> RunState:
+    if state not in RUN_STATES:
+        raise errors.InvalidArgument(
+            f"states[{index}] is not a simulation state.",
+            [(f"states[{index}]", "must be a state other than STATE_UNSPECIFIED")],
+            reason="FIELD_INVALID",
+            metadata={"index": str(index)},
+        )
+    return RUN_STATES[state]
+
+
+def _check_display_name(display_name: str) -> None:
+    if len(display_name) > DISPLAY_NAME_MAX_CHARS:
+        raise errors.InvalidArgument(
+            f"display_name has more than {DISPLAY_NAME_MAX_CHARS} characters.",
+            [("simulation.display_name", f"at most {DISPLAY_NAME_MAX_CHARS} characters")],
+            reason="FIELD_INVALID",
+            metadata={"max_chars": str(DISPLAY_NAME_MAX_CHARS)},
+        )
+
+
+def _request_id(request_id: str) -> str | None:
+    if not request_id:
+        return None
+    try:
+        uuid.UUID(request_id)
+    except ValueError:
+        raise errors.InvalidArgument(
+            "request_id must be a UUID.", [("request_id", "must be a UUID")], reason="FIELD_INVALID"
+        ) from None
+    return request_id
+
+
+def _request_hash(request: service_pb2.CreateSimulationRequest) -> str:
+    """Fingerprint of everything in the request but its ``request_id``."""
+    body = service_pb2.CreateSimulationRequest()
+    body.CopyFrom(request)
+    body.ClearField("request_id")
+    return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _update_interval(request: service_pb2.WatchSimulationRequest) -> float:
+    if not request.HasField("min_update_interval"):
+        return DEFAULT_UPDATE_INTERVAL_S
+    seconds = request.min_update_interval.ToNanoseconds() / 1e9
+    if seconds < MIN_UPDATE_INTERVAL_S:
+        raise errors.InvalidArgument(
+            "min_update_interval must be at least 100 ms.",
+            [("min_update_interval", "at least 100 ms")],
+            reason="FIELD_INVALID",
+        )
+    return seconds
+
+
+def _as_served(config: SimulationConfig) -> SimulationConfig:
+    """The config as this server runs it: one worker process per job (results do not depend on it)."""
+    if config.monte_carlo.workers <= MAX_WORKERS_PER_RUN:
+        return config
+    monte_carlo = config.monte_carlo.model_copy(update={"workers": MAX_WORKERS_PER_RUN})
+    return config.model_copy(update={"monte_carlo": monte_carlo})
+
+
+def _job(config: SimulationConfig, keep_paths: bool) -> SimulationJob:
+    return SimulationJob(config=config.model_dump(mode="json"), keep_paths=keep_paths)
+
+
+def _has_started(update: JobSnapshot) -> bool:
+    """Running, or ended after running (a job cancelled while queued never started)."""
+    if update.state is JobState.CANCELLED:
+        return update.done > 0
+    return update.state is not JobState.QUEUED
+
+
+def _time_budget(context: grpc.aio.ServicerContext) -> float:
+    remaining = context.time_remaining()
+    if remaining is None:
+        return RUN_TIMEOUT_WITHOUT_DEADLINE_S
+    return max(remaining - DEADLINE_MARGIN_S, 0.0)
+
+
+def _settle(waiters: asyncio.Future[RunRecord], error: BaseException) -> None:
+    """Fail a future that RPCs may be awaiting. Cancellation (shutdown) becomes SHUTTING_DOWN, because a
+    handler must end with a status, never by raising ``CancelledError`` itself."""
+    if waiters.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        error = errors.Unavailable("The server is shutting down.", retry_after=5.0, reason="SHUTTING_DOWN")
+    waiters.set_exception(error)
+    waiters.exception()  # mark it retrieved: often no RPC is waiting, and the error is raised again here
+
+
+def _watch_response(simulation: Simulation) -> service_pb2.WatchSimulationResponse:
+    return service_pb2.WatchSimulationResponse(simulation=simulation, sequence=sequence(simulation))

@@ -77,6 +77,12 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
     handler.addFilter(CallContextFilter())
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
+    if root.level > logging.DEBUG:
+        for chatty in _CHATTY_LIBRARIES:  # one line per upstream request or socket: debug detail
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+_CHATTY_LIBRARIES = ("httpx", "uvicorn.error", "uvicorn.access")
 
 
 class Metrics:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 from server.app import AppServer, Lifecycle, ServiceBinding, serve
 from server.integration.runtime import IntegrationRuntime
@@ -18,9 +19,11 @@ from server.jobs import JobRunner
 from server.observability import Metrics, configure_logging
 from server.services import ServiceDependencies, build_bindings
 from server.settings import Settings, SettingsError, load_settings
-from server.store import Store
+from server.store import RunStore, Store
 
 log = logging.getLogger(__name__)
+
+PURGE_INTERVAL = timedelta(hours=1)
 
 
 async def open_services(
@@ -38,6 +41,7 @@ async def open_services(
     interrupted = await store.runs.mark_unfinished_interrupted()
     if interrupted:
         log.warning("%d simulation(s) left unfinished by the last process are now INTERRUPTED", interrupted)
+    lifecycle.add_background_task(purge_expired_runs(store.runs), name="run retention")
     runner = JobRunner.from_settings(settings, metrics)
     await runner.start()
     lifecycle.add_close_hook(runner.shutdown, name="job runner")
@@ -46,6 +50,15 @@ async def open_services(
     if on_started is not None:
         on_started.append(lambda app: integrations.follow_health(app.set_serving))
     return build_bindings(ServiceDependencies(settings, lifecycle, metrics, store, runner, integrations))
+
+
+async def purge_expired_runs(runs: RunStore, every: timedelta = PURGE_INTERVAL) -> None:
+    """Apply the run and request-id retention now and then every ``every``."""
+    while True:
+        deleted = await runs.purge_expired()
+        if deleted:
+            log.info("expired simulations deleted", extra={"deleted": deleted})
+        await asyncio.sleep(every.total_seconds())
 
 
 def announce(app: AppServer) -> None:

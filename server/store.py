@@ -163,6 +163,14 @@ class _transaction:
         self._connection.execute("ROLLBACK" if error_type else "COMMIT")
 
 
+RUN_RETENTION = timedelta(days=7)  # finished runs are deleted this long after they end
+REQUEST_ID_RETENTION = timedelta(hours=24)  # a request_id makes a create idempotent for this long
+
+
+def _us(duration: timedelta) -> int:
+    return int(duration.total_seconds() * 1_000_000)
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -446,6 +454,25 @@ class RunStore:
         last = rows[size - 1]
         return RunPage(runs, self._make_page_token((last[_CREATE_US], last[0]), filter_hash))
 
+    async def purge_expired(self) -> int:
+        """Delete runs ``RUN_RETENTION`` after they ended and forget request ids older than
+        ``REQUEST_ID_RETENTION``; returns how many runs were deleted."""
+
+        def work(connection: sqlite3.Connection) -> int:
+            now = _now_us()
+            with _transaction(connection):
+                deleted = connection.execute(
+                    "DELETE FROM runs WHERE end_us IS NOT NULL AND end_us < ?", (now - _us(RUN_RETENTION),)
+                ).rowcount
+                connection.execute(
+                    "UPDATE runs SET request_id = NULL, request_hash = NULL "
+                    "WHERE request_id IS NOT NULL AND create_us < ?",
+                    (now - _us(REQUEST_ID_RETENTION),),
+                )
+                return deleted
+
+        return await self._store.call(work)
+
     async def mark_unfinished_interrupted(self) -> int:
         """At start-up: every PENDING or RUNNING run (left by a previous process) becomes INTERRUPTED."""
 
@@ -593,7 +620,7 @@ class EventLog:
             deleted = 0
             with _transaction(connection):
                 if max_age is not None:
-                    cutoff = _now_us() - int(max_age.total_seconds() * 1_000_000)
+                    cutoff = _now_us() - _us(max_age)
                     deleted += connection.execute(
                         "DELETE FROM events WHERE create_us < ?", (cutoff,)
                     ).rowcount

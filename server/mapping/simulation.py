@@ -10,7 +10,7 @@ process, from its live progress); ``result`` holds the serialised ``SimulationRe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -20,14 +20,13 @@ from equihome.simulation.v1 import simulation_config_pb2, simulation_pb2
 from server import errors
 from server.mapping.config import engine_to_config
 from server.mapping.result import seconds_to_duration
-from server.store import RunRecord, RunState
+from server.store import RUN_RETENTION, RunRecord, RunState
 from simulation import ENGINE_VERSION, engine
 from simulation.config import SimulationConfig
 
 Simulation = simulation_pb2.Simulation
 View = simulation_pb2.SimulationView
 
-RETENTION = timedelta(days=7)
 FULL_VIEW_MAX_PATHS = 25_000
 
 STATES: dict[RunState, Simulation.State.ValueType] = {
@@ -106,7 +105,7 @@ def simulation_view(
         message.start_time.CopyFrom(_timestamp(record.start_time))
     if state.terminal and record.end_time is not None:
         message.end_time.CopyFrom(_timestamp(record.end_time))
-        message.expire_time.CopyFrom(_timestamp(record.end_time + RETENTION))
+        message.expire_time.CopyFrom(_timestamp(record.end_time + RUN_RETENTION))
     message.progress.CopyFrom(
         progress(spec, paths_done, state=state, start=record.start_time, end=record.end_time, now=now)
     )

@@ -60,6 +60,7 @@ RUN_MAX_PATHS = 20_000  # RunSimulation's limit (docs/api.md)
 RUN_TIMEOUT_WITHOUT_DEADLINE_S = 60.0  # callers should set a deadline; this bounds those that do not
 DEADLINE_MARGIN_S = 0.1  # answer just before the caller's deadline, so it learns the reason
 MAX_WORKERS_PER_RUN = 1  # a job is one worker process; the runner's pool size is the server's parallelism
+MAX_CHUNK_PATHS = 1000  # about 0.5 s of the 100M fund per chunk on one core
 FULL_VIEW_KEEPS_PATHS_UP_TO = 25_000  # jobs this small keep per-path values for the FULL view
 DISPLAY_NAME_MAX_CHARS = 200
 MIN_UPDATE_INTERVAL_S = 0.1
@@ -95,9 +96,14 @@ class FinishedViews:
         self._views: OrderedDict[tuple[str, int], service_pb2.GetSimulationResponse] = OrderedDict()
 
     def get(self, name: str, view: View.ValueType) -> service_pb2.GetSimulationResponse | None:
+        """The kept response, unless the run has expired (the store deletes it soon after)."""
         response = self._views.get((name, view))
-        if response is not None:
-            self._views.move_to_end((name, view))
+        if response is None:
+            return None
+        if response.simulation.expire_time.ToDatetime(tzinfo=UTC) <= datetime.now(UTC):
+            del self._views[(name, view)]
+            return None
+        self._views.move_to_end((name, view))
         return response
 
     def put(self, name: str, view: View.ValueType, response: service_pb2.GetSimulationResponse) -> None:
@@ -452,11 +458,13 @@ def _update_interval(request: service_pb2.WatchSimulationRequest) -> float:
 
 
 def _as_served(config: SimulationConfig) -> SimulationConfig:
-    """The config as this server runs it: one worker process per job (results do not depend on it)."""
-    if config.monte_carlo.workers <= MAX_WORKERS_PER_RUN:
+    """The config as this server runs it: one worker process per job, and chunks small enough that a
+    cancel (checked between chunks) lands within a second. Results do not depend on either."""
+    mc = config.monte_carlo
+    served = {"workers": min(mc.workers, MAX_WORKERS_PER_RUN), "chunk_paths": min(mc.chunk_paths, MAX_CHUNK_PATHS)}
+    if served == {"workers": mc.workers, "chunk_paths": mc.chunk_paths}:
         return config
-    monte_carlo = config.monte_carlo.model_copy(update={"workers": MAX_WORKERS_PER_RUN})
-    return config.model_copy(update={"monte_carlo": monte_carlo})
+    return config.model_copy(update={"monte_carlo": mc.model_copy(update=served)})
 
 
 def _job(config: SimulationConfig, keep_paths: bool) -> SimulationJob:

@@ -38,6 +38,6 @@ class UnimplementedServicer:
         message = f"{full_name} is not implemented yet: {self._capability}."
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext) -> NoReturn:
-            raise NotImplementedYet(message, metadata={"method": full_name})
+            raise NotImplementedYet(message, metadata={"method": full_name, "capability": self._capability})
 
         return refuse

@@ -204,3 +204,27 @@ async def test_event_log_cursors_read_after_and_prune(store: Store) -> None:
     assert await store.events.prune(max_age=timedelta(days=1)) == 0
     assert await store.events.prune(max_age=timedelta(0)) == 3
     assert await store.events.bounds() == (0, 0)
+
+
+async def test_purge_deletes_runs_a_week_after_they_end_and_forgets_old_request_ids(store: Store) -> None:
+    day_us = 86_400 * 1_000_000
+    for name in ("old", "recent", "unfinished"):
+        await store.runs.create(f"simulations/{name}", b"config", request_id=f"req-{name}", request_hash="h")
+    for name in ("old", "recent"):
+        await store.runs.update(f"simulations/{name}", state=RunState.SUCCEEDED)
+
+    def age(connection: sqlite3.Connection) -> None:
+        # "old" ended 8 days ago; "recent" ended 6 days ago; all were created more than 24 h ago
+        connection.execute("UPDATE runs SET create_us = create_us - ?", (9 * day_us,))
+        connection.execute("UPDATE runs SET end_us = end_us - ? WHERE name = 'simulations/old'", (8 * day_us,))
+        connection.execute("UPDATE runs SET end_us = end_us - ? WHERE name = 'simulations/recent'", (6 * day_us,))
+        connection.commit()
+
+    await store.call(age)
+    assert await store.runs.purge_expired() == 1
+    with pytest.raises(errors.NotFound):
+        await store.runs.get("simulations/old")
+    assert (await store.runs.get("simulations/recent")).state is RunState.SUCCEEDED
+    assert (await store.runs.get("simulations/unfinished")).state is RunState.PENDING
+    _, created = await store.runs.create("simulations/again", b"config", request_id="req-recent", request_hash="x")
+    assert created  # the request id was forgotten, so it no longer maps to the old run

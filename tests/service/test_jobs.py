@@ -160,3 +160,12 @@ async def test_list_pages_and_filters(service: Service) -> None:
     assert all(s.result.metadata.paths == 300 for s in of_a.simulations)
     assert list(running_now.simulations) == []
     assert changed_filter.reason == "PAGE_TOKEN_INVALID"
+
+
+async def test_large_chunks_and_many_workers_are_served_in_small_single_process_chunks(service: Service) -> None:
+    # Cancellation is checked between chunks; results do not depend on chunking, so the server may cap it.
+    created = await service.create(small_config(paths=1200, chunk_paths=50_000))
+    served = created.effective_config.monte_carlo
+    assert served.chunk_paths == 1000 and served.workers == 1
+    final = (await service.until_end(created.name))[-1].simulation
+    assert final.state == Simulation.STATE_SUCCEEDED and final.progress.chunks_total == 2

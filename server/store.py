@@ -11,10 +11,7 @@ serialised protobuf there. The schema is versioned with ``PRAGMA user_version``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -28,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from server import page_tokens
 from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 T = TypeVar("T")
@@ -427,7 +425,8 @@ class RunStore:
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         state_values = sorted({RunState(state).value for state in states}) if states else []
         filter_hash = _filter_hash(portfolio_id, state_values)
-        after = self._read_page_token(page_token, filter_hash) if page_token else None
+        scope = f"runs:{filter_hash}"
+        after = _page_key(page_tokens.verify(self._page_secret, scope, page_token)) if page_token else None
 
         def work(connection: sqlite3.Connection) -> list[Sequence[Any]]:
             clauses: list[str] = []
@@ -452,7 +451,7 @@ class RunStore:
         if len(rows) <= size:
             return RunPage(runs, "")
         last = rows[size - 1]
-        return RunPage(runs, self._make_page_token((last[_CREATE_US], last[0]), filter_hash))
+        return RunPage(runs, page_tokens.sign(self._page_secret, scope, [last[_CREATE_US], last[0]]))
 
     async def purge_expired(self) -> int:
         """Delete runs ``RUN_RETENTION`` after they ended and forget request ids older than
@@ -487,33 +486,10 @@ class RunStore:
 
         return await self._store.call(work)
 
-    def _make_page_token(self, key: tuple[int, str], filter_hash: str) -> str:
-        body = json.dumps({"v": 1, "k": list(key), "f": filter_hash}, separators=(",", ":")).encode()
-        signature = hmac.new(self._page_secret, body, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(signature + body).decode().rstrip("=")
 
-    def _read_page_token(self, token: str, filter_hash: str) -> tuple[int, str]:
-        invalid = InvalidArgument(
-            "page_token is not a token this server issued.",
-            [("page_token", "not valid")],
-            reason="PAGE_TOKEN_INVALID",
-        )
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        except (binascii.Error, ValueError):
-            raise invalid from None
-        signature, body = raw[:32], raw[32:]
-        if not hmac.compare_digest(signature, hmac.new(self._page_secret, body, hashlib.sha256).digest()):
-            raise invalid
-        content = json.loads(body)
-        if content.get("f") != filter_hash:
-            raise InvalidArgument(
-                "page_token was issued for a different filter; start again without it.",
-                [("page_token", "issued for a different filter")],
-                reason="PAGE_TOKEN_INVALID",
-            )
-        create_us, name = content["k"]
-        return int(create_us), str(name)
+def _page_key(payload: list[Any]) -> tuple[int, str]:
+    create_us, name = payload
+    return int(create_us), str(name)
 
 
 def _select_run(connection: sqlite3.Connection, name: str) -> Sequence[Any]:

@@ -71,8 +71,25 @@ def split_lp_class(amount: np.ndarray, gp_commitment: float) -> tuple[np.ndarray
 # European (whole-of-fund)
 
 
+class _LpClassSplit:
+    """The LP-class cash of a waterfall result, split between the LPs and the GP commitment."""
+
+    lp_class: np.ndarray
+    gp_commitment: float
+
+    @property
+    def lp(self) -> np.ndarray:
+        """The LPs' part of the LP-class cash each period."""
+        return split_lp_class(self.lp_class, self.gp_commitment)[0]
+
+    @property
+    def gp_commitment_share(self) -> np.ndarray:
+        """The GP commitment's part of the LP-class cash each period."""
+        return split_lp_class(self.lp_class, self.gp_commitment)[1]
+
+
 @dataclass(frozen=True, eq=False)
-class EuropeanResult:
+class EuropeanResult(_LpClassSplit):
     """Per-period ``(P, T)`` allocation of each distribution; the six tier arrays sum to it.
 
     ``fee_offset`` is carry withheld from the GP under the management fee offset and paid to the
@@ -101,16 +118,6 @@ class EuropeanResult:
         """Cash paid to the LP-class (LPs and GP commitment) each period."""
         tiers = self.return_of_capital + self.preferred_return + self.catch_up_lp + self.split_lp
         return tiers + self.fee_offset
-
-    @property
-    def lp(self) -> np.ndarray:
-        """The LPs' part of the LP-class cash each period."""
-        return split_lp_class(self.lp_class, self.gp_commitment)[0]
-
-    @property
-    def gp_commitment_share(self) -> np.ndarray:
-        """The GP commitment's part of the LP-class cash each period."""
-        return split_lp_class(self.lp_class, self.gp_commitment)[1]
 
     @property
     def total_gp_carry(self) -> np.ndarray:
@@ -249,7 +256,7 @@ def _fee_offset(carry: np.ndarray, management_fees: np.ndarray | None, terms: Wa
 
 
 @dataclass(frozen=True, eq=False)
-class AmericanResult:
+class AmericanResult(_LpClassSplit):
     """Deal-by-deal carry paid out of the fund's distributions, with the final European clawback.
 
     ``carry_paid`` is net of the management fee offset (``fee_offset``) and before the clawback;
@@ -277,16 +284,6 @@ class AmericanResult:
     def lp_class(self) -> np.ndarray:
         """Cash paid to the LP-class each period, the clawback included in the final period."""
         return self.distributions - self.gp_carry
-
-    @property
-    def lp(self) -> np.ndarray:
-        """The LPs' part of the LP-class cash each period."""
-        return split_lp_class(self.lp_class, self.gp_commitment)[0]
-
-    @property
-    def gp_commitment_share(self) -> np.ndarray:
-        """The GP commitment's part of the LP-class cash each period."""
-        return split_lp_class(self.lp_class, self.gp_commitment)[1]
 
     @property
     def total_gp_carry(self) -> np.ndarray:

@@ -6,10 +6,6 @@ the last good copy with ``freshness.stale`` when an upstream is down (docs/integ
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import secrets
 from collections.abc import Sequence
 
@@ -17,6 +13,7 @@ import grpc
 
 from adapters.systems import Upstream, upstream_by_integration_id
 from equihome.integration.v1 import integration_service_pb2, integration_service_pb2_grpc
+from server import page_tokens
 from server.app import ServiceBinding
 from server.errors import InvalidArgument, NotFound, Unavailable
 from server.integration.reads import IntegrationReads
@@ -28,6 +25,9 @@ MAX_IDS = 100
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 1000
 INTEGRATIONS = sorted(Upstream, key=lambda system: system.integration_name)  # ListIntegrations order
 OFF_RETRY_AFTER_S = 60.0
+
+
+PAGE_SCOPE = "integrations"
 
 
 class IntegrationService(integration_service_pb2_grpc.IntegrationServiceServicer):
@@ -64,13 +64,13 @@ class IntegrationService(integration_service_pb2_grpc.IntegrationServiceServicer
                 "page_size must not be negative.", [("page_size", "must be >= 0")], reason="FIELD_INVALID"
             )
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        start = self._read_page_token(request.page_token) if request.page_token else 0
+        start = int(page_tokens.verify(self._page_secret, PAGE_SCOPE, request.page_token)) if request.page_token else 0
         page = INTEGRATIONS[start : start + size]
         response = integration_service_pb2.ListIntegrationsResponse(
             integrations=[await self._runtime.integration(system) for system in page]
         )
         if start + size < len(INTEGRATIONS):
-            response.next_page_token = self._page_token(start + size)
+            response.next_page_token = page_tokens.sign(self._page_secret, PAGE_SCOPE, start + size)
         return response
 
     async def GetZoneClassifications(  # noqa: N802
@@ -116,27 +116,6 @@ class IntegrationService(integration_service_pb2_grpc.IntegrationServiceServicer
                 metadata={"integrations": self._runtime.mode},
             )
         return self._runtime.reads
-
-    def _page_token(self, offset: int) -> str:
-        body = str(offset).encode()
-        signature = hmac.new(self._page_secret, b"integrations:" + body, hashlib.sha256).digest()[:16]
-        return base64.urlsafe_b64encode(signature + body).decode().rstrip("=")
-
-    def _read_page_token(self, token: str) -> int:
-        invalid = InvalidArgument(
-            "page_token is not a token this server issued (tokens do not survive a restart).",
-            [("page_token", "not valid")],
-            reason="PAGE_TOKEN_INVALID",
-        )
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        except (binascii.Error, ValueError):
-            raise invalid from None
-        signature, body = raw[:16], raw[16:]
-        expected = hmac.new(self._page_secret, b"integrations:" + body, hashlib.sha256).digest()[:16]
-        if not hmac.compare_digest(signature, expected) or not body.isdigit():
-            raise invalid
-        return int(body)
 
 
 def _require(value: str, field: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -129,12 +130,7 @@ class IntegrationReads:
             Upstream.TRAFFIC_LIGHT, "zone", property_ids, fetch, require_fresh=require_fresh
         )
         response = integration_service_pb2.GetZoneClassificationsResponse(freshness=items.freshness)
-        for property_id in property_ids:
-            payload = items.payloads[property_id]
-            if payload == UNKNOWN:
-                response.missing_property_ids.append(property_id)
-            else:
-                response.classifications.add().ParseFromString(payload)
+        _sort_into(property_ids, items.payloads, response.classifications, response.missing_property_ids)
         return response
 
     async def market_risk(
@@ -150,12 +146,7 @@ class IntegrationReads:
             Upstream.TRAFFIC_LIGHT, "market-risk", region_ids, fetch, require_fresh=require_fresh
         )
         response = integration_service_pb2.GetMarketRiskResponse(freshness=items.freshness)
-        for region_id in region_ids:
-            payload = items.payloads[region_id]
-            if payload == UNKNOWN:
-                response.missing_region_ids.append(region_id)
-            else:
-                response.market_risks.add().ParseFromString(payload)
+        _sort_into(region_ids, items.payloads, response.market_risks, response.missing_region_ids)
         return response
 
     async def composition(
@@ -199,3 +190,13 @@ class IntegrationReads:
             loan_application=loan_pb2.LoanApplication.FromString(items.payloads[loan_id]),
             freshness=items.freshness,
         )
+
+
+def _sort_into(ids: Sequence[str], payloads: dict[str, bytes], found: Any, missing: Any) -> None:
+    """Each id in request order: its cached message into ``found``, or the id into ``missing``."""
+    for item_id in ids:
+        payload = payloads[item_id]
+        if payload == UNKNOWN:
+            missing.append(item_id)
+        else:
+            found.add().ParseFromString(payload)

@@ -67,6 +67,7 @@ def zone_credit(credit: np.ndarray) -> tuple[ZoneCredit, ...]:
         expected_loss = col["losses"] / col["exposure"]
     return tuple(
         ZoneCredit(zone=z, loans=float(col["loans"][i]), defaults=float(col["defaults"][i]),
+                   exposure=float(col["exposure"][i]),
                    pd_lifetime=float(pd_lifetime[i]), pd_annual=float(pd_annual[i]), lgd=float(lgd[i]),
                    expected_loss=float(expected_loss[i]))
         for i, z in enumerate(ZONES))

@@ -82,6 +82,7 @@ class ZoneCredit:
     zone: str
     loans: float  # loans funded, summed over paths
     defaults: float
+    exposure: float  # principal funded, summed over paths
     pd_lifetime: float  # defaults / loans
     pd_annual: float  # defaults / loan-years on the book
     lgd: float  # losses / exposure at default (principal plus accrued interest)

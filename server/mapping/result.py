@@ -3,15 +3,13 @@
 Four reshapes, each forced by the contract: the engine's year 0 (month 0: the first call and the
 organisation costs) is added to fund year 1 of the cash-flow table so its totals stay whole; per-zone
 credit tallies summed over paths become per-path means; the MOIC convergence figures are the LP MOIC
-summary's; IRR NaN labels become ``NanReason`` values. NaN stays NaN. The engine has no counterpart for
-``ZoneCredit.exposure``, which is therefore NaN ("undefined"), not a made-up number.
+summary's; IRR NaN labels become ``NanReason`` values. NaN stays NaN.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 
 import numpy as np
 from google.protobuf import duration_pb2
@@ -73,7 +71,7 @@ def result_to_proto(result: EngineResult, config: SimulationConfig) -> pb.Simula
             pb.ZoneCredit(
                 zone=ZONES[zone.zone],
                 loan_count=zone.loans / result.info.paths,
-                exposure=math.nan,
+                exposure=zone.exposure / result.info.paths,
                 probability_of_default=zone.pd_lifetime,
                 loss_given_default=zone.lgd,
                 expected_loss=zone.expected_loss,

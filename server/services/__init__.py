@@ -89,7 +89,9 @@ def binding(service: ServiceDescriptor, add_to_server: AddToServer, servicer: ob
 
 
 def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
-    simulations = SimulationService(deps.store.runs, deps.runner, deps.lifecycle)
+    simulations = SimulationService(
+        deps.store.runs, deps.runner, deps.lifecycle, publish=deps.integrations.bus.publish_engine_event
+    )
     return [
         binding(SIMULATION, simulation_service_pb2_grpc.add_SimulationServiceServicer_to_server, simulations),
         binding(

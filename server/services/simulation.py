@@ -20,18 +20,20 @@ import logging
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
 
+from equihome.events.v1 import event_pb2
 from equihome.simulation.v1 import simulation_pb2, simulation_service_pb2 as service_pb2
 from equihome.simulation.v1 import simulation_service_pb2_grpc
 from server import errors
 from server.app import Lifecycle
 from server.jobs import JobHandle, JobRunner, JobSnapshot, JobState
 from server.mapping.config import load_engine_config
+from server.mapping.events import simulation_completed, simulation_progressed
 from server.mapping.simulation import (
     LiveProgress,
     RUN_STATES,
@@ -48,6 +50,8 @@ from simulation import engine
 from simulation.config import SimulationConfig
 
 log = logging.getLogger(__name__)
+
+Publish = Callable[[event_pb2.SimulationProgressed | event_pb2.SimulationCompleted], None]
 
 View = simulation_pb2.SimulationView
 BASIC, SUMMARY, FULL = (
@@ -115,10 +119,11 @@ class FinishedViews:
 
 
 class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
-    def __init__(self, runs: RunStore, runner: JobRunner, lifecycle: Lifecycle):
+    def __init__(self, runs: RunStore, runner: JobRunner, lifecycle: Lifecycle, publish: Publish):
         self._runs = runs
         self._runner = runner
         self._lifecycle = lifecycle
+        self._publish = publish  # onto the event stream: SimulationProgressed, SimulationCompleted
         self._active: dict[str, ActiveRun] = {}
         self._finished = FinishedViews(CACHED_VIEWS)
 
@@ -297,7 +302,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
 
     async def _follow(self, active: ActiveRun) -> None:
         name = active.record.name
-        await self._record_start(active)
+        await self._track(active)
         result: bytes | None = None
         error: bytes | None = None
         try:
@@ -317,16 +322,18 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
         )
         del self._active[name]
         active.finished.set_result(record)
+        self._publish(simulation_completed(self._view(record, SUMMARY)))
 
-    async def _record_start(self, active: ActiveRun) -> None:
-        """Store RUNNING (and so the start time) once a worker has picked the job up."""
+    async def _track(self, active: ActiveRun) -> None:
+        """Store RUNNING (and so the start time) once a worker has picked the job up, and publish the
+        job's progress until it ends."""
         async with contextlib.aclosing(self._runner.watch(active.record.name)) as updates:
             async for update in updates:
-                if _has_started(update):
+                if active.record.state is RunState.PENDING and _has_started(update):
                     active.record = await self._runs.update(active.record.name, state=RunState.RUNNING)
-                    return
                 if update.terminal:
                     return
+                self._publish(simulation_progressed(self._view(active.record, BASIC)))
 
     async def _watch(
         self, name: str, view: View.ValueType, interval: float

@@ -138,7 +138,7 @@ def migrate(connection: sqlite3.Connection) -> int:
             "upgrade the server"
         )
     for version in range(found, SCHEMA_VERSION):
-        with _transaction(connection):
+        with transaction(connection):
             # Statement by statement: executescript() would COMMIT first and break the transaction.
             for statement in _MIGRATIONS[version].split(";"):
                 if statement.strip():
@@ -147,7 +147,7 @@ def migrate(connection: sqlite3.Connection) -> int:
     return found
 
 
-class _transaction:
+class transaction:  # noqa: N801 (used as a context manager, like a function)
     """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection."""
 
     def __init__(self, connection: sqlite3.Connection):
@@ -318,7 +318,7 @@ class RunStore:
         """
 
         def work(connection: sqlite3.Connection) -> tuple[RunRecord, bool]:
-            with _transaction(connection):
+            with transaction(connection):
                 if request_id is not None:
                     existing = _select_request(connection, request_id, request_hash)
                     if existing is not None:
@@ -376,7 +376,7 @@ class RunStore:
         """
 
         def work(connection: sqlite3.Connection) -> RunRecord:
-            with _transaction(connection):
+            with transaction(connection):
                 current = _run(_select_run(connection, name))
                 if expected_states is not None and current.state not in expected_states:
                     raise FailedPrecondition(
@@ -459,7 +459,7 @@ class RunStore:
 
         def work(connection: sqlite3.Connection) -> int:
             now = _now_us()
-            with _transaction(connection):
+            with transaction(connection):
                 deleted = connection.execute(
                     "DELETE FROM runs WHERE end_us IS NOT NULL AND end_us < ?", (now - _us(RUN_RETENTION),)
                 ).rowcount
@@ -476,7 +476,7 @@ class RunStore:
         """At start-up: every PENDING or RUNNING run (left by a previous process) becomes INTERRUPTED."""
 
         def work(connection: sqlite3.Connection) -> int:
-            with _transaction(connection):
+            with transaction(connection):
                 now = _now_us()
                 cursor = connection.execute(
                     "UPDATE runs SET state = ?, update_us = ?, end_us = ? WHERE state IN (?, ?)",
@@ -546,7 +546,7 @@ class EventLog:
         """Store several events in one transaction; returns their cursors, in order."""
 
         def work(connection: sqlite3.Connection) -> list[int]:
-            with _transaction(connection):
+            with transaction(connection):
                 now = _now_us()
                 cursors = []
                 for payload in payloads:
@@ -594,7 +594,7 @@ class EventLog:
 
         def work(connection: sqlite3.Connection) -> int:
             deleted = 0
-            with _transaction(connection):
+            with transaction(connection):
                 if max_age is not None:
                     cutoff = _now_us() - _us(max_age)
                     deleted += connection.execute(

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from adapters.systems import Upstream
-from server.store import Store
+from server.store import Store, transaction
 
 
 @dataclass(frozen=True)
@@ -37,18 +37,13 @@ class ReadCache:
         rows = [(key, system.value, payload, fetch_us) for key, payload in items.items()]
 
         def work(connection: sqlite3.Connection) -> None:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(connection):
                 connection.executemany(
                     "INSERT INTO upstream_cache (key, system, payload, fetch_us) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (key) DO UPDATE SET "
                     "payload = excluded.payload, fetch_us = excluded.fetch_us",
                     rows,
                 )
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
 
         await self._store.call(work)
 

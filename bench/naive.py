@@ -29,7 +29,7 @@ def simulate_path(params: ModelParams, book: LoanBook, rng: random.Random) -> li
     beta_a, beta_d = cfg.market.exit_appreciation_sensitivity, cfg.market.default_drawdown_sensitivity
     for i in range(len(book)):
         zone, start = int(book.zone[i]), int(book.origination_month[i])
-        amount, value0 = float(book.amount[i]), float(book.value0[i])
+        amount, value0, rate = float(book.amount[i]), float(book.value0[i]), float(book.rate[i])
         flows[start] -= amount
         peak = log_index[start][zone]
         for month in range(start + 1, months + 1):
@@ -42,12 +42,12 @@ def simulate_path(params: ModelParams, book: LoanBook, rng: random.Random) -> li
             value = value0 * math.exp(log_index[month][zone] - log_index[start][zone])
             years = age / 12.0
             if rng.random() < p_default:
-                recovery = min(amount * (1 + 0.05 * years), value * (1 - cfg.market.foreclosure_cost))
+                recovery = min(amount * (1 + rate * years), value * (1 - cfg.market.foreclosure_cost))
                 flows[min(month + cfg.market.foreclosure_months, months)] += recovery
                 break
             if rng.random() < p_exit or age >= cfg.loans.term_months or month == months:
                 gain = max(0.0, value - value0)
-                flows[month] += min(amount * (1 + 0.05 * years) + amount / value0 * gain, value)
+                flows[month] += min(amount * (1 + rate * years) + amount / value0 * gain, value)
                 break
     return flows
 

@@ -13,13 +13,14 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
-from server.app import AppServer, Lifecycle, ServiceBinding, serve
+from server.app import AppServer, BindError, Lifecycle, ServiceBinding, serve
+from server.auth import DevKeyError
 from server.integration.runtime import IntegrationRuntime
 from server.jobs import JobRunner
 from server.observability import Metrics, configure_logging
 from server.services import ServiceDependencies, build_bindings
 from server.settings import Settings, SettingsError, load_settings
-from server.store import RunStore, Store
+from server.store import DataDirInUse, RunStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"equihome-sim serve: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except (BindError, DataDirInUse, DevKeyError) as error:  # the operator can fix these: one line, no trace
+        print(f"equihome-sim serve: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

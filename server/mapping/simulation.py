@@ -57,12 +57,16 @@ def simulation_spec(
     *, display_name: str, portfolio_id: str, config_sent: simulation_config_pb2.SimulationConfig,
     config: SimulationConfig,
 ) -> Simulation:
-    """What is fixed when a run is accepted; stored as the record's ``config`` bytes."""
+    """What is fixed when a run is accepted; stored as the record's ``config`` bytes. Explicit loans sent
+    in ``config_sent`` are not repeated in the effective config: no reply carries a book twice."""
+    effective = engine_to_config(config)
+    if config_sent.book.loans:
+        del effective.book.loans[:]
     return Simulation(
         display_name=display_name,
         portfolio_id=portfolio_id,
         config=config_sent,
-        effective_config=engine_to_config(config),
+        effective_config=effective,
         seed=config.monte_carlo.seed,
         engine_version=ENGINE_VERSION,
         progress=simulation_pb2.SimulationProgress(
@@ -99,6 +103,7 @@ def simulation_view(
     message = Simulation()
     message.CopyFrom(spec)
     message.name = record.name
+    message.owner = record.owner
     message.state = STATES[state]
     message.create_time.CopyFrom(_timestamp(record.create_time))
     if record.start_time is not None:

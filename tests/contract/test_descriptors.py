@@ -235,6 +235,7 @@ def test_resources_mark_name_and_output_fields() -> None:
         "start_time",
         "end_time",
         "expire_time",
+        "owner",
     }
     states = [v.name for v in simulation.enum_types_by_name["State"].values]
     assert states == [

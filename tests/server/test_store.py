@@ -53,12 +53,12 @@ async def test_request_id_reused_for_another_request_is_refused(store: Store) ->
 
 
 async def test_find_request_answers_a_retry_before_anything_is_created(store: Store) -> None:
-    assert await store.runs.find_request("req-1", "h1") is None
+    assert await store.runs.find_request("", "req-1", "h1") is None
     first, _ = await store.runs.create("simulations/a", b"config-1", request_id="req-1", request_hash="h1")
 
-    assert await store.runs.find_request("req-1", "h1") == first
+    assert await store.runs.find_request("", "req-1", "h1") == first
     with pytest.raises(errors.InvalidArgument) as reused:
-        await store.runs.find_request("req-1", "h2")
+        await store.runs.find_request("", "req-1", "h2")
     assert reused.value.reason == "REQUEST_ID_REUSED"
 
 

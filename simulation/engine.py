@@ -41,7 +41,7 @@ CancelCheck = Callable[[], bool]
 
 def simulate_chunk(config: SimulationConfig, book: LoanBook, first_path: int, n_paths: int) -> pathmetrics.PathResults:
     """The whole pipeline for paths ``[first_path, first_path + n_paths)``."""
-    params = lifecycle.ModelParams.from_config(config)
+    params = lifecycle.params_for(config)
     mkt, outcomes = lifecycle.run_lifecycles(params, book, first_path, n_paths)
     flows = ledger.loan_flows(params, mkt, outcomes, n_paths, ledger.mark_months_for(params))
     cost = ledger.costs(params, flows)
@@ -59,7 +59,7 @@ def chunk_size(config: SimulationConfig) -> int:
     return -(-config.monte_carlo.chunk_paths // BLOCK_PATHS) * BLOCK_PATHS
 
 
-FIRST_CHUNK_PATHS = 4 * BLOCK_PATHS
+FIRST_CHUNK_PATHS = 2 * BLOCK_PATHS
 
 
 def chunks(config: SimulationConfig) -> list[tuple[int, int]]:

@@ -13,6 +13,7 @@ volatility of zero still consumes its draws.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 MONTHS_PER_YEAR = 12
 DT = 1.0 / MONTHS_PER_YEAR
@@ -63,16 +64,19 @@ def zone_log_indices(
 
 
 def region_log_walks(
-    rng: np.random.Generator, n_paths: int, n_months: int, n_regions: int, vol: float
+    rng: np.random.Generator, n_paths: int, n_months: int, n_regions: int, vol: float,
+    spread: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Independent mean-preserving region log walks, shape (n_paths, n_months + 1, R), 0 at month 0.
+    """Independent region log walks, shape (n_paths, n_months + 1, R), 0 at month 0.
 
-    The drift −σ²/2 per year makes E[exp(walk_t)] = 1, so regions add dispersion, not return.
-    Draws: one ``standard_normal`` of shape (n_paths, n_months, R), also when vol is 0 (the walks
-    are then zero), so switching a volatility on or off does not shift later streams.
+    Each region r drifts by ``ln(1+spread_r) − σ²/2`` per year, so E[exp(walk_t)] = (1+spread_r)^t: with no
+    spread a region adds dispersion, not return. Draws: one ``standard_normal`` of shape
+    (n_paths, n_months, R), also when vol is 0, so switching a volatility on or off does not shift later
+    streams.
     """
+    spread = np.zeros(n_regions) if spread is None else np.asarray(spread, dtype=float)
     shocks = rng.standard_normal((n_paths, n_months, n_regions))
-    return _log_walk(np.float64(-0.5 * vol**2), np.float64(vol), shocks)
+    return _log_walk(np.log1p(spread) - 0.5 * vol**2, np.float64(vol), shocks)
 
 
 def series_log_index(
@@ -82,11 +86,20 @@ def series_log_index(
 
     Months are the last, contiguous axis because the hazard code accumulates along it.
     """
+    return _series(np.ascontiguousarray(zone_log), np.ascontiguousarray(region_log),
+                   np.asarray(series_zone, dtype=np.int64), np.asarray(series_region, dtype=np.int64))
+
+
+@njit(cache=True)
+def _series(zone_log, region_log, series_zone, series_region):
     n_paths, n_points, _ = zone_log.shape
-    series_log = np.empty((n_paths, len(series_zone), n_points))
-    zone_part = zone_log.transpose(0, 2, 1)[:, series_zone]
-    region_part = region_log.transpose(0, 2, 1)[:, series_region]
-    return np.add(zone_part, region_part, out=series_log)
+    out = np.empty((n_paths, series_zone.size, n_points))
+    for p in range(n_paths):
+        for s in range(series_zone.size):
+            z, r = series_zone[s], series_region[s]
+            for m in range(n_points):
+                out[p, s, m] = zone_log[p, m, z] + region_log[p, m, r]
+    return out
 
 
 def property_log_noise(shocks: np.ndarray, years_held: np.ndarray, vol: float) -> np.ndarray:

@@ -5,18 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from . import metrics, waterfall
 from .config import FeeRecipient, WaterfallStructure, ZONES
 from .irr import irr_batch, npv
-from .ledger import Costs, Ledger, LoanFlows
+from .ledger import Costs, Ledger, LoanFlows, fee_income, running_costs
 from .lifecycle import MONTHS_PER_YEAR, ModelParams, Outcomes
 
 IRR_METRICS = ("gross_irr", "fund_irr", "lp_net_irr", "gp_irr")
 CREDIT_COLUMNS = ("loans", "defaults", "exposure", "exposure_at_default", "losses", "loan_years")
-YEARLY_SERIES = ("nav", "lp_dpi", "lp_rvpi", "lp_tvpi", "lp_cumulative_distributions", "total_value")
-CASHFLOW_LINES = ("contributions", "distributions", "management_fees", "expenses", "originations",
-                  "exit_proceeds", "recoveries", "gp_carry")
+YEARLY_SERIES = ("nav", "lp_dpi", "lp_rvpi", "lp_tvpi", "lp_cumulative_distributions", "lp_cumulative_net_cash",
+                 "total_value")
+# The yearly cash-flow table: sources, uses and the year-end cash, so that every year closes:
+# cash_end − previous cash_end = Σ SOURCES − Σ USES; and distributions = its three recipients.
+CASHFLOW_SOURCES = ("contributions", "exit_proceeds", "recoveries", "cash_interest", "fee_income")
+CASHFLOW_USES = ("initial_originations", "recycled_originations", "management_fees", "expenses", "distributions")
+DISTRIBUTION_RECIPIENTS = ("distributions_lp", "distributions_gp_commitment", "carried_interest")
+CASHFLOW_LINES = CASHFLOW_SOURCES + CASHFLOW_USES + DISTRIBUTION_RECIPIENTS + ("cash_end", "nav")
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ def waterfall_terms(params: ModelParams) -> waterfall.WaterfallTerms:
         management_fee_offset=w.management_fee_offset)
 
 
-def _split(params: ModelParams, ledger: Ledger, cost: Costs, outcomes: list[Outcomes],
+def _split(params: ModelParams, ledger: Ledger, cost: Costs, flows: LoanFlows, outcomes: list[Outcomes],
            times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """LP-class distributions and GP carry per month under the configured waterfall."""
     terms = waterfall_terms(params)
@@ -57,24 +63,24 @@ def _split(params: ModelParams, ledger: Ledger, cost: Costs, outcomes: list[Outc
     if w.structure is WaterfallStructure.EUROPEAN:
         result = waterfall.european(ledger.calls, ledger.distributions, times, terms, cost.management_fees)
         return result.lp_class, result.gp_carry
-    deal_contribution, start, proceeds, end = _deals(ledger, outcomes, times)
+    deal_contribution, start, proceeds, end = _deals(running_costs(cost, flows), outcomes, times)
     result = waterfall.american(deal_contribution, start, proceeds, end, ledger.distributions, ledger.calls,
                                 times, terms, loss_carryforward=w.loss_carryforward, clawback=w.clawback,
                                 management_fees=cost.management_fees)
     return result.lp_class, result.gp_carry
 
 
-def _deals(ledger: Ledger, outcomes: list[Outcomes], times: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Each loan of every generation is a deal; its contribution carries fees and expenses pro rata
-    to principal. Returns ``(contribution, start, proceeds, end)``, each ``(paths, deals)``."""
-    n_paths = ledger.calls.shape[0]
+def _deals(spent: np.ndarray, outcomes: list[Outcomes], times: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each loan of every generation is a deal; its contribution is its principal plus the fund's fees and
+    expenses allocated pro rata to principal (domain §3.3). Returns ``(contribution, start, proceeds,
+    end)``, each ``(paths, deals)``."""
+    n_paths = spent.shape[0]
     path = np.concatenate([o.loans.path for o in outcomes])
     amount = np.concatenate([o.loans.amount for o in outcomes])
     principal = np.bincount(path, amount, n_paths)
-    paid_in = ledger.calls.sum(axis=1)
-    scale = np.divide(paid_in, principal, out=np.ones(n_paths), where=principal > 0)
+    loading = np.divide(spent.sum(axis=1), principal, out=np.zeros(n_paths), where=principal > 0)
     columns = (
-        amount * scale[path],
+        amount * (1.0 + loading[path]),
         times[np.concatenate([o.loans.origination for o in outcomes])],
         np.concatenate([o.cash for o in outcomes]),
         times[np.concatenate([o.cash_month for o in outcomes])],
@@ -103,8 +109,8 @@ def year_index(months: int) -> np.ndarray:
 
 
 def _by_year(flow: np.ndarray, years: int) -> np.ndarray:
-    index = year_index(flow.shape[1] - 1)
-    return np.stack([flow[:, index == y].sum(axis=1) for y in range(years + 1)], axis=1)
+    """Sum each path's monthly flow into reporting years: month 0 is year 0, months 12(y−1)+1..12y year y."""
+    return np.add.reduceat(flow, np.concatenate([[0], np.arange(years) * MONTHS_PER_YEAR + 1]), axis=1)
 
 
 def compute(params: ModelParams, outcomes: list[Outcomes], flows: LoanFlows, cost: Costs,
@@ -113,10 +119,9 @@ def compute(params: ModelParams, outcomes: list[Outcomes], flows: LoanFlows, cos
     m, g = params.months, cfg.fund.gp_commitment
     years = cfg.fund.term_years
     times = np.arange(m + 1) / MONTHS_PER_YEAR
-    lp_class, carry = _split(params, ledger, cost, outcomes, times)
-    fee_to_fund = cfg.fees.origination_fee_recipient is FeeRecipient.FUND
-    fund_fee_income = flows.origination_fees if fee_to_fund else 0.0
-    gp_fee_income = 0.0 if fee_to_fund else flows.origination_fees
+    lp_class, carry = _split(params, ledger, cost, flows, outcomes, times)
+    fund_fee_income = fee_income(params, flows)
+    gp_fee_income = flows.origination_fees - fund_fee_income
 
     invested = flows.originations + flows.recycled
     returned = flows.proceeds + flows.recoveries + fund_fee_income
@@ -157,16 +162,23 @@ def compute(params: ModelParams, outcomes: list[Outcomes], flows: LoanFlows, cos
     scalars["lp_dpi"] = dpi[:, -1]
     scalars["max_drawdown"] = metrics.max_drawdown(total_value)
     yearly = {"nav": nav, "lp_dpi": dpi, "lp_rvpi": rvpi, "lp_tvpi": dpi + rvpi,
-              "lp_cumulative_distributions": cumulative_lp, "total_value": total_value}
+              "lp_cumulative_distributions": cumulative_lp, "lp_cumulative_net_cash": cumulative_lp - cumulative_paid_in,
+              "total_value": total_value}
 
     credit, loan_stats = _credit(outcomes, ledger.calls.shape[0])
     scalars.update(loan_stats)
+    lp, gp_commitment = waterfall.split_lp_class(lp_class, g)
     by_year = {
-        "contributions": ledger.calls, "distributions": ledger.distributions,
-        "management_fees": cost.management_fees, "expenses": cost.expenses, "originations": invested,
-        "exit_proceeds": flows.proceeds, "recoveries": flows.recoveries, "gp_carry": carry,
+        "contributions": ledger.calls, "exit_proceeds": flows.proceeds, "recoveries": flows.recoveries,
+        "cash_interest": ledger.interest, "fee_income": np.broadcast_to(fund_fee_income, ledger.calls.shape),
+        "initial_originations": flows.originations, "recycled_originations": flows.recycled,
+        "management_fees": cost.management_fees,
+        "expenses": cost.expenses + flows.acquisition_fees + flows.disposition_fees,
+        "distributions": ledger.distributions, "distributions_lp": lp, "distributions_gp_commitment": gp_commitment,
+        "carried_interest": carry,
     }
     cashflows = {k: _by_year(v, years).sum(axis=0) for k, v in by_year.items()}
+    cashflows["cash_end"] = ledger.cash[:, year_ends].sum(axis=0)
     cashflows["nav"] = nav.sum(axis=0)
     return PathResults(scalars=scalars, irr_reasons=reasons, yearly=yearly, credit=credit, cashflows=cashflows)
 
@@ -174,20 +186,35 @@ def compute(params: ModelParams, outcomes: list[Outcomes], flows: LoanFlows, cos
 def _credit(outcomes: list[Outcomes], n_paths: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Credit tallies by zone (summed over paths) and per-path WAL, default and loss rates."""
     credit = np.zeros((len(ZONES), len(CREDIT_COLUMNS)))
-    principal, weighted_life, count, defaults, losses = (np.zeros(n_paths) for _ in range(5))
+    per_path = np.zeros((5, n_paths))  # principal, principal × life, loans, defaults, losses
     for out in outcomes:
         ln = out.loans
-        life = (out.event_month - ln.origination) / MONTHS_PER_YEAR
-        ead = ln.amount * (1.0 + ln.rate * life)
-        loss = np.where(out.defaulted, np.maximum(0.0, ead - out.cash), 0.0)
-        d = out.defaulted.astype(float)
-        for column, values in enumerate((np.ones_like(d), d, ln.amount, d * ead, loss, life)):
-            credit[:, column] += np.bincount(ln.zone, values, len(ZONES))
-        principal += np.bincount(ln.path, ln.amount, n_paths)
-        weighted_life += np.bincount(ln.path, ln.amount * life, n_paths)
-        count += np.bincount(ln.path, minlength=n_paths)
-        defaults += np.bincount(ln.path, d, n_paths)
-        losses += np.bincount(ln.path, loss, n_paths)
+        _tally(ln.path, ln.zone, ln.origination, ln.amount, ln.rate, out.event_month, out.cash, out.defaulted,
+               credit, per_path)
+    principal, weighted_life, count, defaults, losses = per_path
     stats = {"wal_years": weighted_life / principal, "default_rate": defaults / count,
              "loss_rate": losses / principal, "loans_funded": count}
     return credit, stats
+
+
+@njit(cache=True)
+def _tally(path, zone, origination, amount, rate, event_month, cash, defaulted, credit, per_path):
+    """Add one generation to the zone columns of ``CREDIT_COLUMNS`` and the per-path tallies. A default's
+    exposure is principal plus accrued interest; its loss is what the recovery leaves of it."""
+    for k in range(path.size):
+        life = (event_month[k] - origination[k]) / MONTHS_PER_YEAR
+        exposure_at_default = amount[k] * (1.0 + rate[k] * life)
+        is_default = 1.0 if defaulted[k] else 0.0
+        loss = max(0.0, exposure_at_default - cash[k]) if defaulted[k] else 0.0
+        z, p = zone[k], path[k]
+        credit[z, 0] += 1.0
+        credit[z, 1] += is_default
+        credit[z, 2] += amount[k]
+        credit[z, 3] += is_default * exposure_at_default
+        credit[z, 4] += loss
+        credit[z, 5] += life
+        per_path[0, p] += amount[k]
+        per_path[1, p] += amount[k] * life
+        per_path[2, p] += 1.0
+        per_path[3, p] += is_default
+        per_path[4, p] += loss

@@ -65,7 +65,11 @@ class CallLimits:
         if caller is UNAUTHENTICATED:
             self._check("unauthenticated", kind, self._unauthenticated[kind], self._budgets.unauthenticated[kind])
             self._unauthenticated[kind] += 1
-            return lambda: self._unauthenticated.subtract((kind,))
+
+            def release_unauthenticated() -> None:
+                self._unauthenticated[kind] -= 1
+
+            return release_unauthenticated
         callers = self._per_caller[kind]
         self._check("caller", kind, callers[caller], self._budgets.per_caller[kind])
         self._check("server", kind, self._authenticated[kind], self._budgets.authenticated[kind])

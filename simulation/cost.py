@@ -27,18 +27,18 @@ from .streams import BLOCK_PATHS
 MONTHS_PER_YEAR = 12
 ZONE_COUNT = 3
 
-# --- Calibration (bench/cost_calibration.py) --------------------------------------------------------
-WORKER_BASE_BYTES = 400 * 2**20  # address space of an idle worker: interpreter, NumPy, SciPy, protobuf
+# --- Calibration (bench/cost_calibration.py, engine 2.1.0) ---------------------------------------------
+WORKER_BASE_BYTES = 576 * 2**20  # address space of a worker before a job: interpreter, NumPy, SciPy, kernels
 BOOK_LOAN_BYTES = 1_500  # per loan of the book, built once per run (explicit loans cost the most)
-MARKET_SERIES_MONTH_BYTES = 60  # market phase: per zone-region series, month and path of a chunk
-MARKET_PATH_MONTH_BYTES = 25  # market phase: per month and path of a chunk
-HAZARD_SERIES_MONTH_BYTES = 24  # loan phase: the cumulative hazards kept, per series, month and path
-FIRST_GENERATION_LOAN_BYTES = 230  # loan phase: per loan of the book and path of a chunk
-RECYCLED_LOAN_BYTES = 125  # loan phase: per recycled loan and path of a chunk
-RESULT_PATH_BYTES = 550  # kept for every path until the run ends: scalars and IRR reasons
-RESULT_PATH_YEAR_BYTES = 46  # kept for every path and year-end mark: NAV, DPI, TVPI... series
-MARKET_LOAN_EQUIVALENT = 25  # work: one zone-region series costs as much CPU as this many loans
-SECONDS_PER_WORK = 6e-9  # work to CPU seconds on one core of the development machine (for messages)
+MARKET_SERIES_MONTH_BYTES = 36  # market phase: per zone-region series, month and path of a chunk
+MARKET_PATH_MONTH_BYTES = 200  # market phase: per month and path of a chunk
+HAZARD_SERIES_MONTH_BYTES = 56  # loan phase: the cumulative hazards kept, per series, month and path
+FIRST_GENERATION_LOAN_BYTES = 90  # loan phase: per loan of the book and path of a chunk
+RECYCLED_LOAN_BYTES = 100  # loan phase: per recycled loan and path of a chunk
+RESULT_PATH_BYTES = 6_200  # kept for every path until the run ends, and the aggregation's working copies
+RESULT_PATH_YEAR_BYTES = 85  # the same, per year-end mark of the fund term
+MARKET_LOAN_EQUIVALENT = 33  # work: one zone-region series costs as much CPU as this many loans
+SECONDS_PER_WORK = 2.7e-9  # work to CPU seconds on one core of the development machine (for messages)
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,11 @@ def generations(config: SimulationConfig) -> float:
     return 1.0 + remaining / mean_hold
 
 
+def result_bytes_per_path(config: SimulationConfig) -> float:
+    """What a run keeps of every path until it ends: scalars, IRR reasons and the year-end series."""
+    return RESULT_PATH_BYTES + RESULT_PATH_YEAR_BYTES * (config.fund.term_years + 1)
+
+
 def served_chunk_paths(config: SimulationConfig, chunk_paths: int | None = None) -> int:
     """Paths per chunk as the engine runs them: whole path blocks, never more than the run's paths."""
     paths = 1 if config.monte_carlo.deterministic else config.monte_carlo.paths
@@ -119,9 +124,8 @@ def estimate(config: SimulationConfig, chunk_paths: int | None = None) -> RunCos
     market_phase = (MARKET_SERIES_MONTH_BYTES * series + MARKET_PATH_MONTH_BYTES) * points
     loan_phase = (HAZARD_SERIES_MONTH_BYTES * series * points
                   + loans * (FIRST_GENERATION_LOAN_BYTES + RECYCLED_LOAN_BYTES * (per_slot - 1.0)))
-    results = RESULT_PATH_BYTES + RESULT_PATH_YEAR_BYTES * (config.fund.term_years + 1)
     peak = (WORKER_BASE_BYTES + BOOK_LOAN_BYTES * loans + chunk * max(market_phase, loan_phase)
-            + paths * results)
+            + paths * result_bytes_per_path(config))
     work = float(paths) * points * (loans * per_slot + MARKET_LOAN_EQUIVALENT * series)
     return RunCost(loans=loans, generations=per_slot, paths=paths, chunk_paths=chunk, months=months,
                    peak_bytes=peak, work=work)

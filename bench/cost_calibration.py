@@ -4,7 +4,9 @@ For a grid of books (loan count), fund terms (months), regions (zone-region seri
 (generations), a fresh process per case warms the engine up on one small chunk, then runs one chunk of
 ``--paths`` paths and reports the growth of its address space (``VmPeak`` over ``VmSize`` before the
 chunk: what ``RLIMIT_AS`` limits) and the CPU time. Two more cases price the per-path results a whole run
-keeps (runs of ``--run-paths`` and five times as many). An idle worker's address space is measured too.
+keeps (runs of ``--run-paths`` and five times as many). A warm worker's address space (imports, compiled
+kernels, chunk threads) is measured too. The chunks are measured one at a time; the estimate of a job
+multiplies them by the threads that compute chunks at once.
 
 Every row prints the measurement next to the estimate, and the ratio. A model is good when the ratios
 of memory stay a little above 1 (the estimate is the budget) and work tracks CPU time within a factor
@@ -26,27 +28,33 @@ PROBE = r"""
 import gc, json, re, sys, time
 def status(key):
     return int(re.search(key + r":\s+(\d+)", open("/proc/self/status").read()).group(1)) * 1024
-import server.services.simulation_job  # everything a worker imports for a job
-from simulation import engine
+from server.services import simulation_job  # everything a worker imports for a job
+from simulation import engine, executors
 from simulation.config import load_config
-config, paths, whole = load_config(json.loads(sys.argv[1])), int(sys.argv[2]), sys.argv[3] == "run"
-idle = status("VmSize")
-book = engine.book_for(config)
-engine.simulate_chunk(config, book, 0, 50)  # loads the compiled kernels
+config, paths, mode = load_config(json.loads(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+simulation_job.warm_up()  # what a worker does before its first job
+if mode == "warm":  # a warm worker that has run a job on its chunk threads
+    engine.run(config, executor=simulation_job.chunk_threads())
+    print(json.dumps({"bytes": status("VmSize")}))
+    sys.exit()
+task = executors.RunTask(config, engine.book_for(config))
+executors.simulate_chunk(task, 0, 50)  # this config's first chunk: its arrays' shapes, nothing else
 gc.collect()
 before = status("VmSize")
 cpu = time.process_time()
-if whole:
+if mode == "run":
     engine.run(config)
 else:
-    engine.simulate_chunk(config, book, 0, paths)
-print(json.dumps({"idle": idle, "bytes": status("VmPeak") - before, "cpu_s": time.process_time() - cpu}))
+    executors.simulate_chunk(task, 0, paths)
+print(json.dumps({"bytes": status("VmPeak") - before, "cpu_s": time.process_time() - cpu}))
 """
 
 
-def measure(config: dict[str, Any], paths: int, whole_run: bool = False) -> dict[str, float]:
+def measure(config: dict[str, Any], paths: int, mode: str = "chunk") -> dict[str, float]:
+    """In a fresh process: ``chunk``, the growth of one chunk of ``paths`` (and its CPU); ``run``, the
+    growth of a whole run; ``warm``, the address space of a warm worker after a run on its threads."""
     output = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(config), str(paths), "run" if whole_run else "chunk"],
+        [sys.executable, "-c", PROBE, json.dumps(config), str(paths), mode],
         capture_output=True, text=True, check=True,
         env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PATH": ""},
     )  # fmt: skip
@@ -82,7 +90,6 @@ def main() -> None:
     started = time.perf_counter()
     print(f"one chunk of {args.paths} paths: address space grown (MiB) and CPU (s), measured / estimated")
     print(f"{'case':<32} {'loans':>6} {'gen':>5} {'MiB':>7} {'est':>7} {'ratio':>6} {'CPU s':>6} {'est':>6} {'ratio':>6}")
-    idle = []
     for label, data in grid():
         config = load_config(data)
         estimate = cost.estimate(config, args.paths)
@@ -90,19 +97,19 @@ def main() -> None:
             config.monte_carlo.paths * cost.result_bytes_per_path(config))
         chunk_work = estimate.work / config.monte_carlo.paths * args.paths
         measured = measure(data, args.paths)
-        idle.append(measured["idle"])
         print(f"{label:<32} {estimate.loans:>6.0f} {estimate.generations:>5.2f} {measured['bytes'] / 2**20:>7.1f} "
               f"{chunk_bytes / 2**20:>7.1f} {chunk_bytes / measured['bytes']:>6.2f} {measured['cpu_s']:>6.2f} "
               f"{chunk_work * cost.SECONDS_PER_WORK:>6.2f} "
               f"{chunk_work * cost.SECONDS_PER_WORK / measured['cpu_s']:>6.2f}")  # fmt: skip
-    print(f"idle worker address space: {max(idle) / 2**20:.0f} MiB "
-          f"(WORKER_BASE_BYTES: {cost.WORKER_BASE_BYTES / 2**20:.0f} MiB before a job's first chunk)")
+    warm = measure({"monte_carlo": {"paths": 100}}, 100, "warm")["bytes"]
+    print(f"a warm worker's address space: {warm / 2**20:.0f} MiB (WORKER_BASE_BYTES: "
+          f"{cost.WORKER_BASE_BYTES / 2**20:.0f} MiB)")
 
     small = {"fund": {"size": 5e6, "deployment_target_fraction": 0.8},
              "fees": {"fixed_expenses": 10_000, "organisation_costs": 20_000}}  # fmt: skip
     runs = {}
     for paths in (args.run_paths, 5 * args.run_paths):
-        runs[paths] = measure(small | {"monte_carlo": {"paths": paths, "chunk_paths": 1000}}, paths, whole_run=True)
+        runs[paths] = measure(small | {"monte_carlo": {"paths": paths, "chunk_paths": 1000}}, paths, "run")
     low, high = args.run_paths, 5 * args.run_paths
     per_path = (runs[high]["bytes"] - runs[low]["bytes"]) / (high - low)
     config = load_config(small)

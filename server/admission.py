@@ -12,8 +12,9 @@ INVALID_ARGUMENT naming every offending field. In order:
    (RUN_TOO_COSTLY, with the estimate and the limit)
 
 It is CPU work proportional to the book (tens of milliseconds per thousand loans), so services run it off
-the event loop. The served config also runs on one worker process per job: the server's pool is its
-parallelism.
+the event loop. The served config also runs on one worker process per job (whose ``RUN_PARALLELISM``
+threads compute that many chunks at once, which the memory estimate counts): the server's pool of
+workers is its parallelism.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from google.protobuf.message import Message
 from equihome.simulation.v1 import simulation_config_pb2 as pb
 from server.errors import InvalidArgument
 from server.mapping.config import load_engine_config
+from server.mapping.simulation import RUN_PARALLELISM
 from server.settings import Settings
 from simulation import cost
 from simulation.config import SimulationConfig
@@ -132,8 +134,8 @@ def _value_violations(field: FieldDescriptor, key: tuple[str, str], value: objec
 def served(config: SimulationConfig, request_path: str, limits: RunLimits) -> SimulationConfig:
     """``config`` as this server runs it: one worker, chunks small enough to fit the worker's memory and
     for a cancel to land quickly; ``InvalidArgument`` (RUN_TOO_COSTLY) when it cannot fit at all."""
-    chunk = cost.largest_chunk_within(config, limits.worker_memory_bytes, MAX_CHUNK_PATHS)
-    estimate = cost.estimate(config, chunk or cost.served_chunk_paths(config, 1))
+    chunk = cost.largest_chunk_within(config, limits.worker_memory_bytes, MAX_CHUNK_PATHS, RUN_PARALLELISM)
+    estimate = cost.estimate(config, chunk or cost.served_chunk_paths(config, 1), RUN_PARALLELISM)
     if chunk is None or estimate.work > limits.max_work:
         raise too_costly(estimate, limits, request_path)
     mc = config.monte_carlo

@@ -165,6 +165,7 @@ class JobRunner:
         keep_finished: int = 256,
         cancel_on_shutdown: bool = True,
         cancel_grace_s: float = CANCEL_GRACE_S,
+        warm_up: Callable[[], None] | None = None,
     ):
         if max_running < 1 or max_queued < 0 or (max_per_owner is not None and max_per_owner < 1):
             raise ValueError("max_running and max_per_owner must be >= 1 and max_queued >= 0")
@@ -174,6 +175,7 @@ class JobRunner:
         self.memory_bytes = memory_bytes
         self.cancel_on_shutdown = cancel_on_shutdown
         self._cancel_grace_s = cancel_grace_s
+        self._warm_up = warm_up
         self._progress_interval = progress_interval
         self._on_load_change = on_load_change
         self._keep_finished = keep_finished
@@ -193,7 +195,9 @@ class JobRunner:
     # Life cycle --------------------------------------------------------------------------------
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> JobRunner:
+    def from_settings(
+        cls, settings: Settings, metrics: Metrics | None = None, warm_up: Callable[[], None] | None = None
+    ) -> JobRunner:
         """A runner sized by the settings, reporting its load and workers to ``metrics``; ``start()`` next."""
         runner = cls(
             max_running=settings.max_concurrent_runs,
@@ -202,17 +206,23 @@ class JobRunner:
             memory_bytes=settings.worker_memory_mib * MIB,
             on_load_change=metrics.set_run_load if metrics is not None else None,
             cancel_on_shutdown=settings.shutdown_cancels_runs,
+            warm_up=warm_up,
         )
         if metrics is not None:
             metrics.workers.track(runner.worker_pids)
         return runner
 
     async def start(self) -> None:
-        """Get ready to run jobs; worker processes start when their slot first gets a job."""
+        """Get ready to run jobs. With ``warm_up``, every slot's worker starts now and runs it in the
+        background, so no request waits for a worker's start-up; otherwise a worker starts when its slot
+        first gets a job."""
         if self._loop is not None:
             raise RuntimeError("the job runner is already started")
         self._loop = asyncio.get_running_loop()
         self._cancel_flags = self._context.Array("b", self.max_running, lock=False)
+        if self._warm_up is not None:
+            for slot in range(self.max_running):
+                self._worker_for(slot)
 
     async def __aenter__(self) -> JobRunner:
         await self.start()
@@ -377,7 +387,8 @@ class JobRunner:
             assert self._loop is not None
             worker = WorkerProcess(
                 self._context, slot, self._cancel_flags, memory_bytes=self.memory_bytes,
-                progress_interval=self._progress_interval, loop=self._loop, on_message=self._on_message,
+                progress_interval=self._progress_interval, warm_up=self._warm_up, loop=self._loop,
+                on_message=self._on_message,
             )  # fmt: skip
             self._workers[slot] = worker
         return worker

@@ -98,15 +98,17 @@ class Reporter:
 
 def worker_main(
     connection: Connection, cancel_flags: Any, slot: int, parent_pid: int, memory_bytes: int | None,
-    progress_interval: float,
+    progress_interval: float, warm_up: Callable[[], None] | None,
 ) -> None:  # fmt: skip
-    """The worker process: tie to the server, cap memory, then run jobs until the pipe closes."""
+    """The worker process: tie to the server, cap memory, warm up, then run jobs until the pipe closes."""
     tie_to_parent(parent_pid)
     if memory_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in SINGLE_THREADED:  # before NumPy is imported by the first job: one core per worker
+    for name in SINGLE_THREADED:  # before NumPy is imported: BLAS gets one thread (jobs bring their own)
         os.environ.setdefault(name, "1")
+    if warm_up is not None:
+        warm_up()  # imports and compiled kernels, paid before the first job rather than by it
     while True:
         try:
             message = connection.recv()
@@ -184,7 +186,7 @@ class WorkerProcess:
 
     def __init__(
         self, context: SpawnContext, slot: int, cancel_flags: Any, *, memory_bytes: int | None,
-        progress_interval: float, loop: Any, on_message: OnMessage,
+        progress_interval: float, warm_up: Callable[[], None] | None, loop: Any, on_message: OnMessage,
     ):  # fmt: skip
         self.slot = slot
         self._loop = loop
@@ -192,7 +194,7 @@ class WorkerProcess:
         self._connection, child_end = context.Pipe(duplex=True)
         self._process = context.Process(
             target=worker_main,
-            args=(child_end, cancel_flags, slot, os.getpid(), memory_bytes, progress_interval),
+            args=(child_end, cancel_flags, slot, os.getpid(), memory_bytes, progress_interval, warm_up),
             name=f"equihome-worker-{slot}",
             daemon=True,
         )

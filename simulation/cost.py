@@ -4,9 +4,10 @@ A pure function of the config, cheap enough to call on every request. It never b
 generated loan count and the recycling generations are estimated from the parameters, so a config that
 would need millions of loans is priced (and refused by the caller) without allocating any of them.
 
-Memory (bytes, one worker) is the idle worker, plus the book, plus the larger of the two phases of a
-chunk (the market indices of its paths, or those indices' cumulative hazards with every loan of every
-generation on its paths), plus the per-path results kept until the run ends. Work is in loan-months x
+Memory (bytes, one worker) is the idle worker, plus the book, plus the larger of the two phases of each
+chunk in flight (the market indices of its paths, or those indices' cumulative hazards with every loan of
+every generation on its paths; an executor runs ``parallelism`` chunks at once), plus the per-path results
+kept until the run ends. Work is in loan-months x
 paths: ``paths x (months + 1) x (loans x generations + MARKET_LOAN_EQUIVALENT x series)``, the market
 simulation of each zone-region series counted as that many loans.
 
@@ -28,7 +29,7 @@ MONTHS_PER_YEAR = 12
 ZONE_COUNT = 3
 
 # --- Calibration (bench/cost_calibration.py, engine 2.1.0) ---------------------------------------------
-WORKER_BASE_BYTES = 576 * 2**20  # address space of a worker before a job: interpreter, NumPy, SciPy, kernels
+WORKER_BASE_BYTES = 640 * 2**20  # a warm worker's address space: interpreter, libraries, kernels, chunk threads
 BOOK_LOAN_BYTES = 1_500  # per loan of the book, built once per run (explicit loans cost the most)
 MARKET_SERIES_MONTH_BYTES = 36  # market phase: per zone-region series, month and path of a chunk
 MARKET_PATH_MONTH_BYTES = 200  # market phase: per month and path of a chunk
@@ -49,6 +50,7 @@ class RunCost:
     generations: float  # loans per book slot over the run, recycling included (>= 1)
     paths: int
     chunk_paths: int
+    paths_in_flight: int  # chunk paths computed at once
     months: int
     peak_bytes: float  # peak address space of the worker running it
     work: float  # loan-months x paths
@@ -112,10 +114,12 @@ def served_chunk_paths(config: SimulationConfig, chunk_paths: int | None = None)
     return min(-(-wanted // BLOCK_PATHS) * BLOCK_PATHS, paths)
 
 
-def estimate(config: SimulationConfig, chunk_paths: int | None = None) -> RunCost:
-    """The cost of running ``config`` with ``chunk_paths`` per chunk (default: the config's own)."""
+def estimate(config: SimulationConfig, chunk_paths: int | None = None, parallelism: int = 1) -> RunCost:
+    """The cost of running ``config`` with ``chunk_paths`` per chunk (default: the config's own) on an
+    executor computing ``parallelism`` chunks at once."""
     paths = 1 if config.monte_carlo.deterministic else config.monte_carlo.paths
     chunk = served_chunk_paths(config, chunk_paths)
+    in_flight = min(paths, parallelism * chunk)
     months = config.term_months
     points = months + 1
     series = ZONE_COUNT * len(config.book.regions)
@@ -124,22 +128,25 @@ def estimate(config: SimulationConfig, chunk_paths: int | None = None) -> RunCos
     market_phase = (MARKET_SERIES_MONTH_BYTES * series + MARKET_PATH_MONTH_BYTES) * points
     loan_phase = (HAZARD_SERIES_MONTH_BYTES * series * points
                   + loans * (FIRST_GENERATION_LOAN_BYTES + RECYCLED_LOAN_BYTES * (per_slot - 1.0)))
-    peak = (WORKER_BASE_BYTES + BOOK_LOAN_BYTES * loans + chunk * max(market_phase, loan_phase)
+    peak = (WORKER_BASE_BYTES + BOOK_LOAN_BYTES * loans + in_flight * max(market_phase, loan_phase)
             + paths * result_bytes_per_path(config))
     work = float(paths) * points * (loans * per_slot + MARKET_LOAN_EQUIVALENT * series)
-    return RunCost(loans=loans, generations=per_slot, paths=paths, chunk_paths=chunk, months=months,
-                   peak_bytes=peak, work=work)
+    return RunCost(loans=loans, generations=per_slot, paths=paths, chunk_paths=chunk, paths_in_flight=in_flight,
+                   months=months, peak_bytes=peak, work=work)
 
 
-def largest_chunk_within(config: SimulationConfig, max_bytes: float, max_chunk_paths: int) -> int | None:
-    """The largest chunk (whole blocks, at most ``max_chunk_paths``) whose run peaks within ``max_bytes``;
-    None when even a single block does not fit. Results do not depend on the chunk size."""
+def largest_chunk_within(
+    config: SimulationConfig, max_bytes: float, max_chunk_paths: int, parallelism: int = 1
+) -> int | None:
+    """The largest chunk (whole blocks, at most ``max_chunk_paths``) whose run, ``parallelism`` chunks at a
+    time, peaks within ``max_bytes``; None when even single blocks do not fit. Results do not depend on the
+    chunk size."""
     top = served_chunk_paths(config, max_chunk_paths)
-    if estimate(config, top).peak_bytes <= max_bytes:
+    if estimate(config, top, parallelism).peak_bytes <= max_bytes:
         return top
-    smallest = estimate(config, BLOCK_PATHS)
-    if smallest.peak_bytes > max_bytes:
-        return None
-    per_path = (estimate(config, top).peak_bytes - smallest.peak_bytes) / (top - smallest.chunk_paths)
-    blocks = int((max_bytes - smallest.peak_bytes) / per_path) // BLOCK_PATHS
-    return min(top, smallest.chunk_paths + blocks * BLOCK_PATHS)
+    chunk = top
+    while chunk > BLOCK_PATHS:  # at most max_chunk_paths / BLOCK_PATHS steps of cheap arithmetic
+        chunk -= BLOCK_PATHS
+        if estimate(config, chunk, parallelism).peak_bytes <= max_bytes:
+            return chunk
+    return None

@@ -16,7 +16,7 @@ from numba import njit
 
 from . import hazards, loans, market
 from .book import LoanBook, truncated_normal_ppf
-from .config import SimulationConfig, ZONES
+from .config import SimulationConfig, Stress, ZONES
 from .streams import LoanDraws, Purpose, draw_paths
 
 MONTHS_PER_YEAR = 12
@@ -40,6 +40,7 @@ class ModelParams:
     recovery_haircut: np.ndarray
     min_hold_months: int
     fixed_hold_months: int | None  # deterministic mode: every voluntary exit after this many months
+    zone_shocks: market.ZoneShocks | None  # the stressed zone market, None without price stress
 
     @classmethod
     def from_config(cls, config: SimulationConfig) -> ModelParams:
@@ -57,6 +58,7 @@ class ModelParams:
                 config.loans.term_months, variance=vol**2 + region_vol**2)
             exit_hazard = np.where(np.isnan(exit_hazard), calibrated, exit_hazard)
         region_spread = np.array([r.drift_spread for r in config.book.regions])
+        stress = config.stress
         return cls(
             config=config,
             months=config.term_months,
@@ -66,13 +68,15 @@ class ModelParams:
             region_vol=region_vol,
             region_spread=region_spread,
             property_vol=0.0 if deterministic else mkt.property_vol,
-            default_hazard=zero if deterministic else np.array([z.default_hazard for z in zones]),
+            default_hazard=(zero if deterministic else np.array([z.default_hazard for z in zones]))
+            * stress.default_multiplier.as_array(),
             default_weight=_default_weights(drift, vol, region_spread, region_vol, config.term_months,
                                             mkt.default_drawdown_sensitivity),
-            exit_hazard=exit_hazard,
-            recovery_haircut=np.array([z.recovery_haircut for z in zones]),
+            exit_hazard=exit_hazard * stress.exit_multiplier.as_array(),
+            recovery_haircut=np.array([z.recovery_haircut for z in zones]) * (1.0 - stress.recovery_haircut),
             min_hold_months=int(round(mkt.min_hold_years * MONTHS_PER_YEAR)),
             fixed_hold_months=int(round(mkt.avg_exit_year * MONTHS_PER_YEAR)) if deterministic else None,
+            zone_shocks=_zone_shocks(stress, drift, vol, config.term_months),
         )
 
     def series(self, zone: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -86,6 +90,21 @@ class ModelParams:
         return (loans.SHARE_METHODS.index(terms.appreciation_share_method.value), terms.appreciation_share_rate,
                 np.asarray(terms.tiered.thresholds, dtype=float), np.asarray(terms.tiered.shares, dtype=float),
                 terms.share_depreciation, terms.senior_ltv, terms.sale_cost)
+
+
+def _zone_shocks(stress: Stress, drift: np.ndarray, vol: np.ndarray, months: int) -> market.ZoneShocks | None:
+    """The stressed zone market month by month, or None when the stress leaves prices alone."""
+    window = (np.arange(months) >= stress.window_start_month) & (np.arange(months) < stress.window_end_month)
+    price_stress = (stress.price_shock.as_array() != 0.0).any() or window.any() and (
+        (stress.drift_shift.as_array() != 0.0).any() or (stress.vol_multiplier.as_array() != 1.0).any())
+    if not price_stress:
+        return None
+    inside = window[:, np.newaxis]
+    jump_from = np.arange(months + 1)[:, np.newaxis] >= stress.price_shock_month
+    return market.ZoneShocks(
+        drift=np.where(inside, drift + stress.drift_shift.as_array(), drift),
+        vol=np.where(inside, vol * stress.vol_multiplier.as_array(), vol),
+        log_jump=np.where(jump_from, np.log1p(stress.price_shock.as_array()), 0.0))
 
 
 def _default_weights(drift: np.ndarray, vol: np.ndarray, spread: np.ndarray, region_vol: float, months: int,
@@ -128,7 +147,7 @@ def simulate_market(params: ModelParams, first_path: int, n_paths: int) -> Chunk
     seed, m = params.config.monte_carlo.seed, params.months
     corr = params.config.market.correlation.matrix()
     zone_log = draw_paths(seed, Purpose.MARKET, (0,), first_path, n_paths, lambda rng, b: market.zone_log_indices(
-        rng, b, m, params.drift, params.vol, corr))
+        rng, b, m, params.drift, params.vol, corr, params.zone_shocks))
     region_log = draw_paths(seed, Purpose.MARKET, (1,), first_path, n_paths, lambda rng, b: market.region_log_walks(
         rng, b, m, params.n_regions, params.region_vol, params.region_spread))
     zones, regions = np.divmod(np.arange(len(ZONES) * params.n_regions), params.n_regions)
@@ -219,7 +238,7 @@ def resolve(params: ModelParams, mkt: ChunkMarket, loans_: Loans, generation: in
                     cash=cash, defaulted=defaulted, forced=forced)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _resolve_loans(series_log, index, cum_exit, cum_default, path, series, zone, origination, amount, value0, rate,
                    share_override, planned_exit, exit_draw, default_draw, property_draw, fixed_hold, min_hold,
                    beta_a, exit_hazard, default_hazard, property_vol, term_months, m_end, fund_end_haircut,
@@ -330,7 +349,7 @@ def _rebalanced_zones(params: ModelParams, exposure: np.ndarray, u: np.ndarray) 
                        params.config.fund.rebalancing_strength, exposure, u)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pick_zones(target, k, exposure, u):
     """For each loan: the zone shares of its path's book (the target where the book is empty), the positive
     gaps to target normalised (the target where there is no gap), the blend, and the zone whose

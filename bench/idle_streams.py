@@ -125,7 +125,7 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="equihome-bench-") as scratch:
         data_dir = Path(scratch) / "data"
-        server_process, port = start_server(data_dir, Path(scratch) / "server.log")
+        server_process, port = start_server(data_dir, Path(scratch) / "server.log", "--no-metrics-enabled")
         try:
             server = psutil.Process(server_process.pid)
             address = f"127.0.0.1:{port}"

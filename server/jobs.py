@@ -213,14 +213,18 @@ class JobRunner:
         return runner
 
     async def start(self) -> None:
-        """Get ready to run jobs. With ``warm_up``, every slot's worker starts now and runs it in the
-        background, so no request waits for a worker's start-up; otherwise a worker starts when its slot
-        first gets a job."""
+        """Get ready to run jobs; a slot's worker starts when the slot first gets a job, or with
+        ``start_workers``."""
         if self._loop is not None:
             raise RuntimeError("the job runner is already started")
         self._loop = asyncio.get_running_loop()
         self._cancel_flags = self._context.Array("b", self.max_running, lock=False)
-        if self._warm_up is not None:
+
+    def start_workers(self) -> None:
+        """Start every slot's worker now (each runs ``warm_up`` in the background), so no request waits for
+        a worker's start-up. Call it from the event loop once the server serves: a server that fails to
+        start never pays for workers."""
+        if not self._closing:
             for slot in range(self.max_running):
                 self._worker_for(slot)
 

@@ -36,8 +36,8 @@ async def open_services(
 ) -> list[ServiceBinding]:
     """Open the store (marking runs a previous process left unfinished INTERRUPTED), start the job runner
     and the integrations, register them to be closed at shutdown (integrations, runner, store), and build
-    every service. Callbacks for once the server runs (health following the integrations) are appended
-    to ``on_started``."""
+    every service. Callbacks for once the server runs (health following the integrations, warm workers)
+    are appended to ``on_started``."""
     store = await Store.open(settings.data_dir)
     lifecycle.add_close_hook(store.close, name="store")
     interrupted = await store.runs.mark_unfinished_interrupted()
@@ -51,6 +51,7 @@ async def open_services(
     lifecycle.add_close_hook(integrations.aclose, name="integrations")
     if on_started is not None:
         on_started.append(lambda app: integrations.follow_health(app.set_serving))
+        on_started.append(lambda app: runner.start_workers())
     return build_bindings(ServiceDependencies(settings, lifecycle, metrics, store, runner, integrations))
 
 

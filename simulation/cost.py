@@ -28,7 +28,7 @@ from .streams import BLOCK_PATHS
 MONTHS_PER_YEAR = 12
 ZONE_COUNT = 3
 
-# --- Calibration (bench/cost_calibration.py, engine 2.1.0) ---------------------------------------------
+# --- Calibration (bench/cost_calibration.py, engine of main at 9d51411) ---------------------------------------------
 WORKER_BASE_BYTES = 640 * 2**20  # a warm worker's address space: interpreter, libraries, kernels, chunk threads
 BOOK_LOAN_BYTES = 1_500  # per loan of the book, built once per run (explicit loans cost the most)
 MARKET_SERIES_MONTH_BYTES = 36  # market phase: per zone-region series, month and path of a chunk
@@ -36,7 +36,7 @@ MARKET_PATH_MONTH_BYTES = 200  # market phase: per month and path of a chunk
 HAZARD_SERIES_MONTH_BYTES = 56  # loan phase: the cumulative hazards kept, per series, month and path
 FIRST_GENERATION_LOAN_BYTES = 90  # loan phase: per loan of the book and path of a chunk
 RECYCLED_LOAN_BYTES = 100  # loan phase: per recycled loan and path of a chunk
-RESULT_PATH_BYTES = 6_200  # kept for every path until the run ends, and the aggregation's working copies
+RESULT_PATH_BYTES = 1_100  # kept for every path until the run ends, and the aggregation's working copies
 RESULT_PATH_YEAR_BYTES = 85  # the same, per year-end mark of the fund term
 MARKET_LOAN_EQUIVALENT = 33  # work: one zone-region series costs as much CPU as this many loans
 SECONDS_PER_WORK = 2.7e-9  # work to CPU seconds on one core of the development machine (for messages)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import grpc
 import psutil
 import pytest
 
+from bench.grpc_service import EQUIHOME_SIM
+from bench.grpc_service import start_server as bench_server
 from bench.memory import PeakTreeRss
 from equihome.events.v1.event_service_pb2_grpc import EventServiceStub
 from equihome.simulation.v1.simulation_service_pb2_grpc import SimulationServiceStub
@@ -32,8 +33,7 @@ from grpc_health.v1 import health_pb2_grpc
 from server.auth import SCOPES, issue_dev_token
 
 TREE_RSS_CAP = 2 * 1024**3
-EQUIHOME_SIM = Path(sys.executable).with_name("equihome-sim")
-START_TIMEOUT_S = 60
+LONG_PATHS = 200_000  # a run of the small test fund that takes tens of seconds and fits a test worker
 Metadata = tuple[tuple[str, str], ...]
 
 # Small enough to drive every limit from a test, and to keep the tree well under the cap.
@@ -41,7 +41,7 @@ HOSTILE_SETTINGS = {
     "max_concurrent_runs": "1",
     "max_queued_runs": "8",
     "max_active_runs_per_caller": "3",
-    "worker_memory_mib": "1024",
+    "worker_memory_mib": "1536",
     "metrics_port": "0",
 }
 
@@ -101,16 +101,7 @@ def start_server(tmp: Path, settings: Mapping[str, str] = HOSTILE_SETTINGS, *ext
     log_path = tmp / "server.log"
     environment = {key: value for key, value in os.environ.items() if not key.startswith("EQUIHOME_")}
     environment |= {f"EQUIHOME_{key.upper()}": value for key, value in settings.items()}
-    process = subprocess.Popen(
-        [str(EQUIHOME_SIM), "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
-        stdout=subprocess.PIPE, stderr=log_path.open("wb"), env=environment,
-    )  # fmt: skip
-    assert process.stdout is not None
-    banner = process.stdout.readline().decode()
-    found = re.search(r"serving gRPC on [^ ]+:(\d+)", banner)
-    if found is None:
-        process.kill()
-        raise RuntimeError(f"the server did not start: {banner!r}\n{log_path.read_text()[-2000:]}")
+    process, port = bench_server(data_dir, log_path, *extra, environment=environment)
     server: ServerProcess
 
     def kill_tree(total: int) -> None:
@@ -118,7 +109,7 @@ def start_server(tmp: Path, settings: Mapping[str, str] = HOSTILE_SETTINGS, *ext
         server.kill_tree()
 
     peak = PeakTreeRss(0.05, pid=process.pid, cap=TREE_RSS_CAP, on_cap=kill_tree)
-    server = ServerProcess(process, int(found.group(1)), data_dir, log_path, peak)
+    server = ServerProcess(process, port, data_dir, log_path, peak)
     peak.__enter__()
     for line in server.log_lines():
         if line.get("message") == "serving":

@@ -12,7 +12,7 @@ import psutil
 
 from equihome.simulation.v1 import simulation_pb2
 from equihome.simulation.v1 import simulation_service_pb2 as service_pb2
-from tests.hostile.conftest import Callers, ServerProcess
+from tests.hostile.conftest import HOSTILE_SETTINGS, Callers, ServerProcess
 from tests.service.conftest import refusal, small_config
 
 WAIT_S = 10.0  # "within a second", with room for a loaded machine
@@ -45,7 +45,8 @@ async def test_runs_that_cannot_fit_are_refused_before_they_start(server: Server
             assert {f"{path}.monte_carlo.paths", f"{path}.fund.size", f"{path}.book.generated.avg_loan_size"} <= set(
                 fields(details))
             metadata_ = details.error_info.metadata
-            assert float(metadata_["estimated_bytes"]) > float(metadata_["max_bytes"]) == 1024 * 1024**2
+            limit = int(HOSTILE_SETTINGS["worker_memory_mib"]) * 1024**2
+            assert float(metadata_["estimated_bytes"]) > float(metadata_["max_bytes"]) == limit
     listed = await callers.simulations.ListSimulations(service_pb2.ListSimulationsRequest(), metadata=metadata)
     assert list(listed.simulations) == []  # nothing was stored, nothing ran
 

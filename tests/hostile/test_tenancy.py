@@ -12,8 +12,8 @@ from google.protobuf import duration_pb2
 from equihome.events.v1 import event_pb2, event_service_pb2
 from equihome.simulation.v1 import simulation_pb2
 from equihome.simulation.v1 import simulation_service_pb2 as service_pb2
-from tests.hostile.conftest import HOSTILE_SETTINGS, Callers, ServerProcess
-from tests.service.conftest import LONG_PATHS, refusal, small_config
+from tests.hostile.conftest import HOSTILE_SETTINGS, LONG_PATHS, Callers, ServerProcess
+from tests.service.conftest import refusal, small_config
 
 Simulation = simulation_pb2.Simulation
 ADMIN = "simulation:admin"

@@ -16,8 +16,8 @@ import pytest
 from equihome.simulation.v1 import simulation_pb2
 from equihome.simulation.v1 import simulation_service_pb2 as service_pb2
 from equihome.simulation.v1.simulation_service_pb2_grpc import SimulationServiceStub
-from tests.hostile.conftest import HOSTILE_SETTINGS, running_server
-from tests.service.conftest import LONG_PATHS, small_config
+from tests.hostile.conftest import HOSTILE_SETTINGS, LONG_PATHS, running_server
+from tests.service.conftest import small_config
 
 WAIT_S = 10.0  # "within seconds", with room for a loaded machine
 

@@ -9,7 +9,9 @@ In the server, at most ``max_running`` jobs run and at most ``max_queued`` more 
 at most ``max_per_owner`` of them. Beyond that ``submit`` raises ``ResourceExhausted`` with a retry
 estimate. A cancelled job that has not stopped by itself within ``cancel_grace_s`` (a chunk can be long)
 has its worker killed, so a cancel always lands within about a second. A worker that dies (killed, out
-of memory, crashed) fails only its own job, and its slot gets a fresh worker for the next one.
+of memory, crashed) fails only its own job, and its slot gets a fresh worker for the next one; so does a
+worker whose job did not succeed, which exits at once (the job may have left chunks running on its
+threads).
 
 ``JobRunner`` is the one implementation of the small interface the services use (``submit``, ``cancel``,
 ``snapshot``, ``watch``, ``shutdown``). A distributed runner can replace it: jobs carry their seeds in
@@ -41,6 +43,8 @@ from server.workers import (
     FAILED,
     OUT_OF_MEMORY,
     PROGRESS,
+    READY,
+    RETIRING,
     STARTED,
     SUCCEEDED,
     JobCancelled,
@@ -176,6 +180,7 @@ class JobRunner:
         self.cancel_on_shutdown = cancel_on_shutdown
         self._cancel_grace_s = cancel_grace_s
         self._warm_up = warm_up
+        self._eager = False  # start_workers was called: keep every slot's worker started
         self._progress_interval = progress_interval
         self._on_load_change = on_load_change
         self._keep_finished = keep_finished
@@ -224,6 +229,7 @@ class JobRunner:
         """Start every slot's worker now (each runs ``warm_up`` in the background), so no request waits for
         a worker's start-up. Call it from the event loop once the server serves: a server that fails to
         start never pays for workers."""
+        self._eager = True
         if not self._closing:
             for slot in range(self.max_running):
                 self._worker_for(slot)
@@ -446,8 +452,13 @@ class JobRunner:
     def _on_message(self, worker: WorkerProcess, message: tuple[Any, ...]) -> None:
         """A message from ``worker`` (on the event loop): progress, an outcome, or its exit."""
         kind, job_id, *rest = message
-        if kind in (EXITED, OUT_OF_MEMORY) and self._workers.get(worker.slot) is worker:
-            del self._workers[worker.slot]  # gone, or about to go: the next job gets a fresh worker
+        if kind == READY:
+            worker.ready = True
+            return
+        if (kind == EXITED or kind in RETIRING) and self._workers.get(worker.slot) is worker:
+            del self._workers[worker.slot]  # gone, or about to go: the slot gets a fresh worker
+        if kind == EXITED and self._eager and worker.ready and not self._closing and worker.slot not in self._workers:
+            self._worker_for(worker.slot)  # warm before the next job needs it (never after a failed start)
         job = next((job for job in self._jobs.values() if job.worker is worker and job.ended is not None), None)
         if job is None or (job_id is not None and job_id != job.job_id):
             return  # a late message about a job already settled

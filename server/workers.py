@@ -43,6 +43,8 @@ SINGLE_THREADED = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Worker -> server messages, each a tuple (kind, job_id, ...).
 STARTED, PROGRESS, SUCCEEDED, FAILED, CANCELLED, OUT_OF_MEMORY = (
     "started", "progress", "succeeded", "failed", "cancelled", "out_of_memory")  # fmt: skip
+RETIRING = frozenset({FAILED, CANCELLED, OUT_OF_MEMORY})  # the worker exits after sending one of these
+READY = "ready"  # (READY, None): warmed up, waiting for jobs
 EXITED = "exited"  # made by the server's reader when the pipe closes: (EXITED, None, exit code)
 
 
@@ -109,6 +111,7 @@ def worker_main(
         os.environ.setdefault(name, "1")
     if warm_up is not None:
         warm_up()  # imports and compiled kernels, paid before the first job rather than by it
+    connection.send((READY, None))
     while True:
         try:
             message = connection.recv()
@@ -119,11 +122,14 @@ def worker_main(
         job_id, job = message
         reporter = Reporter(job_id, connection, lambda: bool(cancel_flags[slot]), progress_interval)
         if not _run(job_id, job, reporter, connection):
-            return  # after a MemoryError the heap may be in pieces: a fresh worker takes the next job
+            # A job that did not succeed may have left work running on other threads (chunks already under
+            # way when it was cancelled or one failed), or its heap in pieces (MemoryError): exit at once,
+            # without waiting for those threads, and let a fresh worker take the next job.
+            os._exit(0)
 
 
 def _run(job_id: str, job: bytes, reporter: Reporter, connection: Connection) -> bool:
-    """Run one pickled ``(fn, payload)`` and send its outcome; False when the worker should stop."""
+    """Run one pickled ``(fn, payload)`` and send its outcome; True if it succeeded."""
     connection.send((STARTED, job_id))
     try:
         fn, payload = pickle.loads(job)
@@ -142,7 +148,7 @@ def _run(job_id: str, job: bytes, reporter: Reporter, connection: Connection) ->
         connection.send((OUT_OF_MEMORY, job_id))
     except (pickle.PicklingError, TypeError, AttributeError) as error:
         connection.send((FAILED, job_id, RuntimeError(f"the job's outcome could not be sent: {error!r}")))
-    return outcome[0] != OUT_OF_MEMORY
+    return outcome[0] == SUCCEEDED
 
 
 def _picklable(error: BaseException) -> BaseException:
@@ -201,6 +207,7 @@ class WorkerProcess:
         self._process.start()
         child_end.close()
         self.killed = False  # by the server (a cancel that did not land in time, or shutdown)
+        self.ready = False  # it said READY: started and warmed up
         self._reader = threading.Thread(target=self._read, name=f"equihome-worker-{slot}-reader", daemon=True)
         self._reader.start()
 

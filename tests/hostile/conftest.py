@@ -89,9 +89,11 @@ class ServerProcess:
 
 
 def _is_worker(process: psutil.Process) -> bool:
+    """A live worker process (not multiprocessing's resource tracker, not a zombie awaiting its reaping)."""
     with contextlib.suppress(psutil.Error):
-        return "multiprocessing" in " ".join(process.cmdline()) and "resource_tracker" not in " ".join(
-            process.cmdline())
+        command = " ".join(process.cmdline())
+        return ("spawn_main" in command and "resource_tracker" not in command
+                and process.status() != psutil.STATUS_ZOMBIE)  # fmt: skip
     return False
 
 

@@ -240,6 +240,7 @@ class WorkerProcess:
             self.kill()
             self._process.join()
         self._reader.join()
+        self._connection.close()
 
     def _read(self) -> None:
         while True:
@@ -252,8 +253,7 @@ class WorkerProcess:
                 self._process.kill()
                 break
             self._deliver(message)
-        self._process.join()
-        self._connection.close()
+        self._process.join()  # the pipe stays open: a job may be being sent (it fails with BrokenPipeError)
         self._deliver((EXITED, None, self._process.exitcode))
 
     def _deliver(self, message: tuple[Any, ...]) -> None:

@@ -28,8 +28,10 @@ def fields(details) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 def book(loans: int, id_chars: int = 8) -> simulation_config_pb2.SimulationConfig:
-    """A config whose book is ``loans`` explicit loans of 1,000 each (nothing generated), run on 50 paths."""
+    """A config whose book is ``loans`` explicit loans of 1,000 each (nothing generated) in a fund of a
+    billion (so the engine's own checks pass), run on 50 paths."""
     config = simulation_config_pb2.SimulationConfig()
+    config.fund.size = 1e9
     config.book.generate = False
     config.monte_carlo.paths = 50
     for index in range(loans):
@@ -86,14 +88,11 @@ async def test_a_large_book_is_validated_off_the_event_loop(server: ServerProces
         waits.append(time.monotonic() - asked)
         await asyncio.sleep(0.01)
     took = time.monotonic() - started
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # too costly for a 1 GiB worker: fine here
+    reply = await call
 
-    print(f"admission took {took:.2f} s; {len(waits)} health checks, longest {max(waits)*1000:.1f} ms")
     assert len(waits) >= 5, (took, waits)
     assert max(waits) < took / 4, (took, max(waits))  # no health check waited for the admission
+    assert len(reply.simulation.config.book.loans) == 60_000
 
 
 async def test_a_reply_carries_the_book_once(server: ServerProcess, callers: Callers) -> None:

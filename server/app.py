@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import signal
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -293,9 +294,9 @@ def build_server(
 
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.port}"
+    credentials = tls_credentials(settings) if settings.tls else None
     try:
-        port = server.add_secure_port(address, tls_credentials(settings)) if settings.tls else (
-            server.add_insecure_port(address))
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError as error:
         raise BindError(f"cannot listen on {address}: is the port already in use?") from error
     if not settings.tls and not is_loopback(settings.host):
@@ -310,14 +311,25 @@ def build_server(
 
 def tls_credentials(settings: Settings) -> grpc.ServerCredentials:
     """Server credentials from the PEM files of the settings; with a client CA, client certificates are
-    required and must chain to it (mTLS)."""
-    assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+    required and must chain to it (mTLS). The files are checked first (``BindError`` says what is wrong):
+    gRPC itself only reports that it could not listen."""
+    cert_file, key_file, ca_file = settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+    assert cert_file is not None and key_file is not None
     try:
-        chain = settings.tls_cert_file.read_bytes()
-        key = settings.tls_key_file.read_bytes()
-        client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+        chain, key = cert_file.read_bytes(), key_file.read_bytes()
+        client_ca = ca_file.read_bytes() if ca_file else None
     except OSError as error:
         raise BindError(f"cannot read TLS file {error.filename}: {error.strerror}") from None
+    check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        check.load_cert_chain(cert_file, key_file, password=b"")  # an encrypted key fails, never prompts
+        if ca_file is not None:
+            check.load_verify_locations(cafile=ca_file)
+    except ssl.SSLError as error:
+        raise BindError(
+            f"the TLS files are not a PEM certificate chain, its unencrypted private key and (for mTLS) a CA "
+            f"bundle: {error.reason or error}"
+        ) from None
     return grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )

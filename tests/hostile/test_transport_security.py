@@ -4,6 +4,7 @@ SQLite files 0644, so every config, result and event was world-readable."""
 from __future__ import annotations
 
 import stat
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -11,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.hostile.certificates import Certificates, make_certificates
-from tests.hostile.conftest import HOSTILE_SETTINGS, ServerProcess, running_server
+from tests.hostile.conftest import EQUIHOME_SIM, HOSTILE_SETTINGS, ServerProcess, running_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -95,3 +96,24 @@ def test_the_data_directory_is_private(tmp_path: Path) -> None:
     assert {"dev-signing-key.jwk", "dev-jwks.json"} <= names
     assert all(modes[str(path.relative_to(tmp_path))] == 0o600 for path in files), modes
     assert all(modes[str(path.relative_to(tmp_path))] == 0o700 for path in directories), modes
+
+
+def test_unusable_tls_files_are_named_in_one_line(tmp_path: Path, certificates: Certificates) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    cases = {
+        "cannot read TLS file": (tmp_path / "missing.pem", certificates.server.key),
+        "not a PEM certificate chain": (garbage, certificates.server.key),
+        "its unencrypted private key": (certificates.server.certificate, certificates.client.key),  # not its key
+    }
+    for expected, (certificate, key) in cases.items():
+        started = subprocess.run(
+            [str(EQUIHOME_SIM), "serve", "--port", "0", "--no-metrics-enabled", "--data-dir", str(tmp_path / "data"),
+             "--tls-cert-file", str(certificate), "--tls-key-file", str(key)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        errors = [line for line in started.stderr.splitlines() if line.startswith("equihome-sim serve:")]
+
+        assert started.returncode == 1, started.stderr[-2000:]
+        assert len(errors) == 1 and expected in errors[0], errors
+        assert "Traceback" not in started.stderr

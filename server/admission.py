@@ -41,27 +41,34 @@ MAX_CONFIG_STRING_CHARS = 128
 MAX_CHUNK_PATHS = 1000  # about 0.5 s of the default fund per chunk on one core: cancels land quickly
 MAX_WORKERS_PER_RUN = 1  # a job is one worker process; the runner's pool size is the server's parallelism
 
-# Ceilings on values the engine bounds below only, by (message, field).
-_MONEY = (pb.FundTerms, "size"), (pb.Fees, "fixed_expenses"), (pb.Fees, "organisation_costs"), (
-    pb.ExistingLoan, "amount"), (pb.ExistingLoan, "property_value"), (pb.GeneratedBook, "avg_loan_size"), (
-    pb.GeneratedBook, "loan_size_sd"), (pb.GeneratedBook, "min_loan_size"), (pb.GeneratedBook, "max_loan_size")
+
+def _field(message: type[Message], name: str) -> tuple[str, str]:
+    return message.DESCRIPTOR.full_name, name
+
+
+# Ceilings on values the engine bounds below only, floors where it bounds neither way, and list lengths.
+MONEY_FIELDS = [
+    _field(pb.FundTerms, "size"), _field(pb.Fees, "fixed_expenses"), _field(pb.Fees, "organisation_costs"),
+    _field(pb.ExistingLoan, "amount"), _field(pb.ExistingLoan, "property_value"),
+    *(_field(pb.GeneratedBook, name) for name in ("avg_loan_size", "loan_size_sd", "min_loan_size", "max_loan_size")),
+]  # fmt: skip
 CEILINGS: dict[tuple[str, str], float] = {
-    **{(message.DESCRIPTOR.full_name, name): MAX_MONEY for message, name in _MONEY},
-    (pb.FundTerms.DESCRIPTOR.full_name, "min_remaining_term_to_reinvest_years"): 30.0,
-    (pb.StepDown.DESCRIPTOR.full_name, "after_year"): 30.0,
-    (pb.CallScheduleEntry.DESCRIPTOR.full_name, "year"): 30.0,
-    (pb.ExistingLoan.DESCRIPTOR.full_name, "origination_month"): 360,
-    (pb.ExistingLoan.DESCRIPTOR.full_name, "planned_exit_month"): 720,
-    (pb.Region.DESCRIPTOR.full_name, "weight"): 1e6,
-    (pb.TieredShare.DESCRIPTOR.full_name, "thresholds"): 1000.0,
+    **dict.fromkeys(MONEY_FIELDS, MAX_MONEY),
+    _field(pb.FundTerms, "min_remaining_term_to_reinvest_years"): 30.0,
+    _field(pb.StepDown, "after_year"): 30.0,
+    _field(pb.CallScheduleEntry, "year"): 30.0,
+    _field(pb.ExistingLoan, "origination_month"): 360,
+    _field(pb.ExistingLoan, "planned_exit_month"): 720,
+    _field(pb.Region, "weight"): 1e6,
+    _field(pb.TieredShare, "thresholds"): 1000.0,
 }
-FLOORS: dict[tuple[str, str], float] = {(pb.TieredShare.DESCRIPTOR.full_name, "thresholds"): -1.0}
+FLOORS: dict[tuple[str, str], float] = {_field(pb.TieredShare, "thresholds"): -1.0}
 MAX_ITEMS: dict[tuple[str, str], int] = {
-    (pb.Book.DESCRIPTOR.full_name, "loans"): 100_000,
-    (pb.Book.DESCRIPTOR.full_name, "regions"): 64,
-    (pb.FundTerms.DESCRIPTOR.full_name, "capital_call_schedule"): 360,
-    (pb.TieredShare.DESCRIPTOR.full_name, "thresholds"): 32,
-    (pb.TieredShare.DESCRIPTOR.full_name, "shares"): 33,
+    _field(pb.Book, "loans"): 100_000,
+    _field(pb.Book, "regions"): 64,
+    _field(pb.FundTerms, "capital_call_schedule"): 360,
+    _field(pb.TieredShare, "thresholds"): 32,
+    _field(pb.TieredShare, "shares"): 33,
 }
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
 

@@ -89,7 +89,8 @@ def main() -> None:
 
     started = time.perf_counter()
     print(f"one chunk of {args.paths} paths: address space grown (MiB) and CPU (s), measured / estimated")
-    print(f"{'case':<32} {'loans':>6} {'gen':>5} {'MiB':>7} {'est':>7} {'ratio':>6} {'CPU s':>6} {'est':>6} {'ratio':>6}")
+    columns = ("loans", "gen", "MiB", "est", "ratio", "CPU s", "est", "ratio")
+    print(f"{'case':<32} " + " ".join(f"{column:>{7 if column in ('MiB', 'est') else 6}}" for column in columns))
     for label, data in grid():
         config = load_config(data)
         estimate = cost.estimate(config, args.paths)

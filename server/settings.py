@@ -53,7 +53,8 @@ class Settings(BaseModel):
         4, ge=1, description="queued plus running jobs of one caller (token subject) before RESOURCE_EXHAUSTED"
     )
     worker_memory_mib: int = Field(
-        4096, ge=512, description="address space of each worker process; larger runs are refused"
+        4096, ge=1024,
+        description="address space of each worker process (a warm one takes ~600 MiB); larger runs are refused",
     )
     max_run_work: float = Field(
         5e11, gt=0, description="largest run accepted, in loan-months x paths (about 20 CPU-minutes)"

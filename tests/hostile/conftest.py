@@ -24,7 +24,7 @@ import grpc
 import psutil
 import pytest
 
-from bench.grpc_service import EQUIHOME_SIM
+from bench.grpc_service import EQUIHOME_SIM  # noqa: F401 (the tests start servers with it too)
 from bench.grpc_service import start_server as bench_server
 from bench.memory import PeakTreeRss
 from equihome.events.v1.event_service_pb2_grpc import EventServiceStub

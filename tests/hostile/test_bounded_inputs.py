@@ -47,7 +47,9 @@ def create(config: simulation_config_pb2.SimulationConfig, **fields_: object) ->
     return service_pb2.CreateSimulationRequest(simulation=simulation, **fields_)  # type: ignore[arg-type]
 
 
-async def test_a_huge_portfolio_id_is_refused_and_listing_keeps_working(server: ServerProcess, callers: Callers) -> None:
+async def test_a_huge_portfolio_id_is_refused_and_listing_keeps_working(
+    server: ServerProcess, callers: Callers
+) -> None:
     huge = "p" * (4 * 1024 * 1024)
     created = await refusal(callers.simulations.CreateSimulation(
         create(book(1), portfolio_id=huge), metadata=server.token("vandal"), timeout=30))

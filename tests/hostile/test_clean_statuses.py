@@ -35,7 +35,9 @@ async def failure(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
     raise AssertionError("the call succeeded")
 
 
-async def test_invalid_utf8_and_truncated_messages_are_invalid_argument(server: ServerProcess, callers: Callers) -> None:
+async def test_invalid_utf8_and_truncated_messages_are_invalid_argument(
+    server: ServerProcess, callers: Callers
+) -> None:
     """Finding: invalid UTF-8 or a truncated message gives UNKNOWN."""
     not_utf8 = b"\x0a\x04\xff\xfe\xfd\xfc"  # field 1 (name), 4 bytes that are not UTF-8
     whole = service_pb2.CreateSimulationRequest(simulation=simulation_pb2.Simulation(config=small_config()))

@@ -18,6 +18,7 @@ from equihome.simulation.v1 import simulation_service_pb2 as service_pb2
 from equihome.simulation.v1.simulation_service_pb2_grpc import SimulationServiceStub
 from server.errors import unpack
 from tests.hostile.conftest import HOSTILE_SETTINGS, Callers, ServerProcess, running_server
+from tests.service.conftest import small_config
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 FLOOD = 300  # more than the 256 calls the whole server used to allow
@@ -100,12 +101,12 @@ async def test_each_group_is_held_to_its_own_budget(tmp_path: Path) -> None:
     assert unary and all(details.error_info.metadata["kind"] == "unary" for details in unary)
 
 
-async def greedy_unary_calls(channel: grpc.aio.Channel, server: ServerProcess, count: int) -> list[grpc.aio.AioRpcError]:
+async def greedy_unary_calls(
+    channel: grpc.aio.Channel, server: ServerProcess, count: int
+) -> list[grpc.aio.AioRpcError]:
     """``count`` slow unary calls of one caller at once (each a RunSimulation that waits for its run); the
     ones refused for the caller's unary budget."""
     stub = SimulationServiceStub(channel)
-    from tests.service.conftest import small_config
-
     request = service_pb2.RunSimulationRequest(config=small_config(paths=2000))
     calls = [stub.RunSimulation(request, metadata=server.token("greedy"), timeout=5) for _ in range(count)]
     outcomes = await asyncio.gather(*calls, return_exceptions=True)

@@ -16,7 +16,7 @@ import pytest
 from equihome.simulation.v1 import simulation_pb2
 from equihome.simulation.v1 import simulation_service_pb2 as service_pb2
 from equihome.simulation.v1.simulation_service_pb2_grpc import SimulationServiceStub
-from tests.hostile.conftest import HOSTILE_SETTINGS, LONG_PATHS, running_server
+from tests.hostile.conftest import HOSTILE_SETTINGS, LONG_PATHS, ServerProcess, running_server
 from tests.service.conftest import small_config
 
 WAIT_S = 10.0  # "within seconds", with room for a loaded machine
@@ -29,7 +29,9 @@ def gone(process: psutil.Process) -> bool:
         return True
 
 
-async def running_workers(stub: SimulationServiceStub, metadata: object, server) -> list[psutil.Process]:  # type: ignore[no-untyped-def]
+async def running_workers(
+    stub: SimulationServiceStub, metadata: object, server: ServerProcess
+) -> list[psutil.Process]:
     """Start a long run and return the worker processes once it is running."""
     simulation = simulation_pb2.Simulation(config=small_config(paths=LONG_PATHS, chunk_paths=1000))
     created = await stub.CreateSimulation(

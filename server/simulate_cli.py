@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from server.mapping.engine_json import engine_document
 from simulation.config import ConfigError, load_config
 from simulation.engine import Progress as RunProgress
 from simulation.engine import run
@@ -28,7 +29,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--paths", type=int, help="Monte Carlo paths (overrides monte_carlo.paths)")
     parser.add_argument("--seed", type=int, help="base seed (overrides monte_carlo.seed)")
     parser.add_argument("--workers", type=int, help="worker processes (overrides monte_carlo.workers)")
-    parser.add_argument("--json", type=Path, dest="json_out", help="write the full result as JSON here")
+    parser.add_argument("--json", type=Path, dest="json_out",
+                        help="write the full result and its effective config as JSON here (input of `report`)")
     parser.add_argument("--per-path", action="store_true", help="include per-path metrics in the JSON")
     return parser.parse_args(argv)
 
@@ -64,7 +66,7 @@ def main(argv: list[str]) -> int:
         result = run(config, progress=report, keep_paths=args.per_path)
     Console().print(summary_table(result), risk_table(result))
     if args.json_out:
-        args.json_out.write_text(json.dumps(result.to_dict(), indent=1))
+        args.json_out.write_text(json.dumps(engine_document(result, config), indent=1))
         console.print(f"full result written to {args.json_out}")
     return 0
 

@@ -1,0 +1,472 @@
+"""The report of a simulation run (a ``Simulation`` resource with its SUMMARY result).
+
+Every figure is read from the contract's ``SimulationResult``; nothing is recomputed but what a chart
+needs to draw a table's numbers (cumulative sums of the mean yearly flows, bin centres). Labels and units
+of the metrics come from the catalogues below; a contract field they do not know is still shown, under its
+field name, so a new metric is never silently dropped.
+"""
+
+from __future__ import annotations
+
+from itertools import accumulate
+from typing import Any
+
+import plotly.graph_objects as go
+from google.protobuf.message import Message
+from plotly.subplots import make_subplots
+
+from equihome.simulation.v1 import simulation_config_pb2, simulation_pb2, simulation_result_pb2
+from equihome.type.v1 import zone_pb2
+from server.report import charts
+from server.report.charts import BLUE, ZONE_COLOURS, Band, Marker
+from server.report.headline import headline, quantile
+from server.report.page import Chart, Report, Section, Table
+from server.report.units import Unit, Units, plot_scale
+
+Simulation = simulation_pb2.Simulation
+Result = simulation_result_pb2.SimulationResult
+
+# MetricSummaries field → (label, unit), in the order the tables list them (LP outcome first).
+METRICS: dict[str, tuple[str, Unit]] = {
+    "lp_net_irr": ("LP net IRR", Unit.PERCENT),
+    "lp_moic": ("LP MOIC (TVPI at end)", Unit.MULTIPLE),
+    "lp_dpi": ("LP DPI at end", Unit.MULTIPLE),
+    "lp_roi": ("LP ROI", Unit.PERCENT),
+    "payback_years": ("LP payback", Unit.YEARS),
+    "lp_npv": ("LP NPV", Unit.MONEY),
+    "fund_irr": ("Fund IRR (before carry)", Unit.PERCENT),
+    "fund_moic": ("Fund MOIC (before carry)", Unit.MULTIPLE),
+    "gross_irr": ("Gross IRR (assets)", Unit.PERCENT),
+    "gross_moic": ("Gross MOIC (assets)", Unit.MULTIPLE),
+    "gp_irr": ("GP IRR", Unit.PERCENT),
+    "gp_carry": ("GP carried interest", Unit.MONEY),
+    "gp_total_income": ("GP total income", Unit.MONEY),
+    "max_drawdown": ("Max drawdown of total value", Unit.PERCENT),
+    "wal_years": ("Weighted average life of loans", Unit.YEARS),
+    "default_rate": ("Default rate (share of loans)", Unit.PERCENT),
+    "loss_rate": ("Loss rate (share of principal)", Unit.PERCENT),
+    "recycling_ratio": ("Recycled capital / commitment", Unit.PERCENT),
+}
+# RiskMetrics field → (label, unit).
+RISK: dict[str, tuple[str, Unit]] = {
+    "volatility": ("Volatility of LP net IRR", Unit.PERCENT),
+    "sharpe": ("Sharpe ratio", Unit.RATIO),
+    "sortino": ("Sortino ratio", Unit.RATIO),
+    "calmar": ("Calmar ratio", Unit.RATIO),
+    "irr_var_95": ("IRR VaR 95% (P5 of LP net IRR)", Unit.PERCENT),
+    "irr_cvar_95": ("IRR CVaR 95% (mean IRR of the worst 5%)", Unit.PERCENT),
+    "irr_var_99": ("IRR VaR 99% (P1 of LP net IRR)", Unit.PERCENT),
+    "irr_cvar_99": ("IRR CVaR 99% (mean IRR of the worst 1%)", Unit.PERCENT),
+    "capital_var_95": ("Capital VaR 95% (1 − LP MOIC, share of paid-in)", Unit.PERCENT),
+    "capital_cvar_95": ("Capital CVaR 95% (1 − LP MOIC, share of paid-in)", Unit.PERCENT),
+    "capital_var_99": ("Capital VaR 99% (1 − LP MOIC, share of paid-in)", Unit.PERCENT),
+    "capital_cvar_99": ("Capital CVaR 99% (1 − LP MOIC, share of paid-in)", Unit.PERCENT),
+    "prob_hurdle": ("P(LP net IRR ≥ hurdle)", Unit.PERCENT),
+    "prob_target_irr": ("P(LP net IRR ≥ target IRR)", Unit.PERCENT),
+    "prob_target_multiple": ("P(LP MOIC ≥ target multiple)", Unit.PERCENT),
+    "prob_loss": ("P(LP MOIC < 1)", Unit.PERCENT),
+}
+# CashFlowYear field → (label, role): a source (+) or use (−) of fund cash in the flows chart, a part of
+# another flow, or a level at the year end. Every field is a column of the yearly table.
+SOURCE, USE, PART, LEVEL = "source", "use", "part", "level"
+CASH_FLOWS: dict[str, tuple[str, str]] = {
+    "contributions": ("Capital called", SOURCE),
+    "exit_proceeds": ("Exit proceeds", SOURCE),
+    "recoveries": ("Recoveries", SOURCE),
+    "originations": ("Loans funded", USE),
+    "management_fees": ("Management fees", USE),
+    "expenses": ("Expenses", USE),
+    "distributions": ("Distributions", USE),
+    "carried_interest": ("of which carried interest", PART),
+    "nav": ("NAV at year end", LEVEL),
+}
+FLOW_COLOURS = {
+    "contributions": BLUE, "exit_proceeds": "#2e9e5b", "recoveries": "#86c79a", "originations": "#c8372d",
+    "management_fees": "#e8891c", "expenses": "#f2b36b", "distributions": "#8c5ab8",
+}  # fmt: skip
+ZONE_NAMES = {zone_pb2.ZONE_GREEN: "green", zone_pb2.ZONE_ORANGE: "orange", zone_pb2.ZONE_RED: "red"}
+LP_COLOUR, GP_COLOUR = BLUE, "#8c5ab8"
+
+
+class IncompleteResult(ValueError):
+    """The simulation cannot be reported: it has no result or no effective config."""
+
+
+def simulation_report(simulation: Simulation, units: Units) -> Report:
+    if simulation.state != Simulation.STATE_SUCCEEDED or not simulation.HasField("result"):
+        state = Simulation.State.Name(simulation.state)
+        raise IncompleteResult(f"the simulation is {state}; only a SUCCEEDED run with its result has a report")
+    if not simulation.HasField("effective_config"):
+        raise IncompleteResult("the simulation has no effective_config; read it in the SUMMARY or FULL view")
+    view = _View(simulation, units)
+    return Report(
+        title=simulation.display_name or "Fund simulation",
+        subtitle=(
+            f"Monte Carlo report: {simulation.result.metadata.paths:,} paths of the fund, money in "
+            f"{units.currency}, rates annual"
+        ),
+        facts=view.facts(),
+        highlights=headline(simulation, units),
+        sections=(
+            view.j_curve(),
+            view.multiples(),
+            view.returns(),
+            view.risk(),
+            view.split(),
+            view.nav(),
+            view.cash_flows(),
+            view.credit(),
+            view.concentration(),
+        ),
+        notes=view.notes(),
+    )
+
+
+class _View:
+    def __init__(self, simulation: Simulation, units: Units):
+        self.simulation = simulation
+        self.result: Result = simulation.result
+        self.config: simulation_config_pb2.SimulationConfig = simulation.effective_config
+        self.units = units
+        self.years = [fan.year for fan in self.result.fan_chart]
+
+    # Header.
+
+    def facts(self) -> tuple[tuple[str, str], ...]:
+        simulation, metadata, config = self.simulation, self.result.metadata, self.config
+        money = self.units.format
+        waterfall = simulation_config_pb2.WaterfallStructure.Name(config.waterfall.structure)
+        facts = [
+            ("Run", simulation.name or "local run (not stored)"),
+            ("Portfolio", simulation.portfolio_id or "—"),
+            ("Fund size", money(config.fund.size, Unit.MONEY)),
+            ("Term", f"{config.fund.term_years} years"),
+            ("Waterfall", waterfall.removeprefix("WATERFALL_STRUCTURE_").lower()),
+            ("Hurdle", self.units.format(config.waterfall.hurdle_rate, Unit.PERCENT)),
+            ("Carry", self.units.format(config.waterfall.carry_rate, Unit.PERCENT)),
+            ("Paths", f"{metadata.paths:,}" + (" (deterministic)" if metadata.deterministic else "")),
+            ("Seed", str(metadata.seed)),
+            ("Engine", metadata.engine_version),
+            ("Run time", f"{metadata.elapsed.ToTimedelta().total_seconds():,.1f} s"),
+            ("Config SHA-256", metadata.config_sha256[:12] + "…"),
+        ]
+        if simulation.HasField("end_time"):
+            facts.append(("Finished", simulation.end_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")))
+        return tuple(facts)
+
+    # Sections.
+
+    def j_curve(self) -> Section:
+        """Cumulative net cash flow of the partners (distributions − capital called) at year ends."""
+        flows = self.result.cash_flows
+        net = [year.distributions - year.contributions for year in flows]
+        cumulative = [0.0, *accumulate(net)]
+        years = [0, *(year.year for year in flows)]
+        scale = plot_scale(Unit.MONEY)
+        fig = charts.figure(self.units, Unit.MONEY, x_title="Fund year")
+        fig.add_trace(go.Bar(
+            x=years[1:], y=[value * scale for value in net], name="net cash flow in the year",
+            marker={"color": [_rgba_sign(value) for value in net]},
+            hovertemplate=f"year %{{x}}: {self.units.hover(Unit.MONEY)}<extra>net flow</extra>",
+        ))  # fmt: skip
+        fig.add_trace(go.Scatter(
+            x=years, y=[value * scale for value in cumulative], name="cumulative net cash flow",
+            mode="lines+markers", line={"color": BLUE, "width": 3},
+            hovertemplate=f"end of year %{{x}}: {self.units.hover(Unit.MONEY)}<extra>cumulative</extra>",
+        ))  # fmt: skip
+        trough = min(range(len(cumulative)), key=cumulative.__getitem__)
+        breakeven = next((year for year, value in zip(years[1:], cumulative[1:], strict=True) if value >= 0), None)
+        distributions = charts.figure(self.units, Unit.MONEY, x_title="Fund year")
+        charts.add_fan(distributions, self.units, Unit.MONEY, self.years,
+                       [_band(fan.cumulative_lp_distributions) for fan in self.result.fan_chart],
+                       name="Cumulative LP distributions")  # fmt: skip
+        return Section(
+            "j-curve",
+            "J-curve",
+            "Capital is called before loans pay back, so the partners' cumulative net cash flow (distributions "
+            "received minus capital paid in, mean across paths) first falls and then recovers. The trough is "
+            f"{self.units.format(cumulative[trough], Unit.MONEY)} at the end of year {years[trough]}; "
+            + (f"the mean turns positive in year {breakeven}." if breakeven is not None
+               else "the mean does not turn positive within the term."),
+            (
+                Chart("j-curve", fig, "Bars: net cash flow to the partners (LP and GP) in each fund year; line: "
+                      "cumulative. Year 1 includes the first call and the organisation costs at inception."),
+                Chart("lp-distributions", distributions, "Cumulative distributions to the LPs at year ends "
+                      "across paths: median, P25–P75 and P5–P95."),
+            ),
+        )  # fmt: skip
+
+    def multiples(self) -> Section:
+        fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.04,
+                            subplot_titles=("DPI (distributed / paid-in)", "RVPI (residual value / paid-in)",
+                                            "TVPI (total value / paid-in)"))  # fmt: skip
+        for col, field in enumerate(("dpi", "rvpi", "tvpi"), start=1):
+            charts.add_fan(fig, self.units, Unit.MULTIPLE, self.years,
+                           [_band(getattr(fan, field)) for fan in self.result.fan_chart],
+                           name=field.upper(), row=1, col=col)  # fmt: skip
+        charts.style(fig, self.units, Unit.MULTIPLE, x_title="Fund year")
+        fig.update_yaxes(title_text="x paid-in to date", col=1)
+        fig.update_layout(showlegend=False, margin={"t": 60})
+        return Section(
+            "multiples",
+            "DPI, RVPI and TVPI",
+            "LP multiples on capital paid in to date, at each year end, across paths. DPI rises as loans exit "
+            "and the fund distributes; RVPI is the LPs' share of NAV, which falls to zero as the fund winds "
+            "up; TVPI = DPI + RVPI.",
+            (Chart("multiples", fig, "Median line, P25–P75 (dark) and P5–P95 (light) bands."),),
+        )
+
+    def returns(self) -> Section:
+        config, result, units = self.config, self.result, self.units
+        hurdle, target_irr = config.waterfall.hurdle_rate, config.reporting.target_irr
+        irr = result.metrics.lp_net_irr
+        irr_markers = [
+            Marker(hurdle, f"hurdle {units.format(hurdle, Unit.PERCENT)}", "#c8372d"),
+            Marker(target_irr, f"target {units.format(target_irr, Unit.PERCENT)}", "#2e9e5b"),
+            Marker(irr.mean, f"mean {units.format(irr.mean, Unit.PERCENT)}", BLUE, "dot"),
+        ]
+        target_multiple = config.reporting.target_multiple
+        moic_markers = [
+            Marker(1.0, "1.00x: capital back", "#c8372d"),
+            Marker(target_multiple, f"target {units.format(target_multiple, Unit.MULTIPLE)}", "#2e9e5b"),
+            Marker(result.metrics.lp_moic.mean, f"mean {units.format(result.metrics.lp_moic.mean, Unit.MULTIPLE)}",
+                   BLUE, "dot"),
+        ]  # fmt: skip
+        irr_histogram, moic_histogram = result.lp_net_irr_histogram, result.lp_moic_histogram
+        return Section(
+            "returns",
+            "Distribution of returns",
+            "How the LP outcome varies across paths, with the waterfall hurdle and the reporting targets marked, "
+            "and every per-path metric summarised. Means carry their 95% confidence interval "
+            "(1.96 standard errors of the Monte Carlo mean).",
+            (
+                Chart("irr-histogram", charts.histogram(units, Unit.PERCENT, irr_histogram.bin_edges,
+                                                        irr_histogram.counts, x_title="LP net IRR (annual)",
+                                                        markers=irr_markers),
+                      _nan_caption("LP net IRR", "the hurdle, the target IRR", irr_histogram.nan_count)),
+                Chart("moic-histogram", charts.histogram(units, Unit.MULTIPLE, moic_histogram.bin_edges,
+                                                         moic_histogram.counts, x_title="LP MOIC",
+                                                         markers=moic_markers),
+                      _nan_caption("LP MOIC", "1.00x, the target multiple", moic_histogram.nan_count)),
+                self._metrics_table(),
+            ),
+        )  # fmt: skip
+
+    def risk(self) -> Section:
+        risk, units = self.result.risk, self.units
+        rows = tuple(
+            (label, units.format(getattr(risk, field), unit)) for field, (label, unit) in _catalogue(risk, RISK, Unit.RATIO)
+        )
+        reporting = self.config.reporting
+        return Section(
+            "risk",
+            "Risk",
+            "Risk measures across paths of the LP outcome. Sharpe uses the risk-free rate "
+            f"{units.format(reporting.risk_free_rate, Unit.PERCENT)}, Sortino the minimum acceptable return "
+            f"{units.format(reporting.min_acceptable_return, Unit.PERCENT)}. IRR VaR and CVaR are levels of the "
+            "IRR (low percentiles); capital VaR and CVaR are losses as a share of paid-in capital, negative when "
+            "even the tail makes money.",
+            (Table(("measure", "value"), rows),),
+        )
+
+    def split(self) -> Section:
+        flows, units = self.result.cash_flows, self.units
+        scale = plot_scale(Unit.MONEY)
+        pro_rata = [year.distributions - year.carried_interest for year in flows]
+        carry = [year.carried_interest for year in flows]
+        fig = charts.figure(units, Unit.MONEY, x_title="Fund year")
+        for name, values, colour in (("to partners pro rata (LP and GP commitment)", pro_rata, LP_COLOUR),
+                                     ("carried interest to the GP", carry, GP_COLOUR)):  # fmt: skip
+            fig.add_trace(go.Bar(
+                x=[year.year for year in flows], y=[value * scale for value in values], name=name,
+                marker={"color": colour},
+                hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{name}</extra>",
+            ))  # fmt: skip
+        fig.update_layout(barmode="stack")
+        total, total_carry = sum(year.distributions for year in flows), sum(carry)
+        share = total_carry / total if total else float("nan")
+        metrics = self.result.metrics
+        table = Table(
+            ("lifetime, mean per path", "amount", "share of distributions"),
+            (
+                ("Distributions", units.format(total, Unit.MONEY), units.format(1.0 if total else float("nan"),
+                                                                                 Unit.PERCENT)),
+                ("pro rata to the partners", units.format(total - total_carry, Unit.MONEY),
+                 units.format(1 - share, Unit.PERCENT)),
+                ("carried interest to the GP", units.format(total_carry, Unit.MONEY), units.format(share, Unit.PERCENT)),
+                ("GP total income (carry and fees)", units.format(metrics.gp_total_income.mean, Unit.MONEY), ""),
+            ),
+        )  # fmt: skip
+        return Section(
+            "split",
+            "LP/GP split of distributions",
+            "Mean distributions per fund year, split between what the partners receive in proportion to their "
+            f"commitments and the GP's carried interest ({units.format(self.config.waterfall.carry_rate, Unit.PERCENT)}"
+            " above the hurdle, after catch-up).",
+            (Chart("split", fig, "Stacked: the bar height is the year's total distributions."), table),
+        )
+
+    def nav(self) -> Section:
+        fig = charts.figure(self.units, Unit.MONEY, x_title="Fund year")
+        charts.add_fan(fig, self.units, Unit.MONEY, self.years, [_band(fan.nav) for fan in self.result.fan_chart],
+                       name="NAV")  # fmt: skip
+        return Section(
+            "nav",
+            "Net asset value",
+            "The fund's NAV (loans marked to model plus cash) at each year end across paths. It builds up "
+            "during deployment and runs off as loans exit and the fund distributes.",
+            (Chart("nav", fig, "Median line, P25–P75 (dark) and P5–P95 (light) bands."),),
+        )
+
+    def cash_flows(self) -> Section:
+        flows, units = self.result.cash_flows, self.units
+        scale = plot_scale(Unit.MONEY)
+        fig = charts.figure(units, Unit.MONEY, x_title="Fund year")
+        for field, (label, role) in _catalogue(simulation_result_pb2.CashFlowYear(), CASH_FLOWS, PART):
+            if role not in (SOURCE, USE):
+                continue
+            sign = 1 if role == SOURCE else -1
+            fig.add_trace(go.Bar(
+                x=[year.year for year in flows], y=[sign * getattr(year, field) * scale for year in flows],
+                name=f"{label} ({'+' if role == SOURCE else '−'})", marker={"color": FLOW_COLOURS.get(field)},
+                hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{label}</extra>",
+            ))  # fmt: skip
+        fig.update_layout(barmode="relative")
+        catalogue = list(_catalogue(simulation_result_pb2.CashFlowYear(), CASH_FLOWS, PART))
+        table = Table(
+            ("year", *(label for _, (label, _) in catalogue)),
+            tuple(
+                (str(year.year), *(units.millions(getattr(year, field)) for field, _ in catalogue))
+                for year in flows
+            ),
+            caption=f"Mean across paths, {units.currency} millions. Year 1 includes month 0 (the first call and "
+            "the organisation costs).",
+        )
+        return Section(
+            "cash-flows",
+            "Cash flows by year",
+            "Mean fund cash flows per year: sources of cash above the axis, uses below it.",
+            (Chart("cash-flows", fig, "Sources (+) and uses (−) of fund cash, mean across paths."), table),
+        )
+
+    def credit(self) -> Section:
+        units = self.units
+        credit = sorted(self.result.credit, key=lambda zone: zone.zone)
+        measures = (("probability_of_default", "PD (lifetime)"), ("loss_given_default", "LGD"),
+                    ("expected_loss", "Expected loss"))  # fmt: skip
+        fig = charts.figure(units, Unit.PERCENT, x_title="")
+        for zone in credit:
+            name = ZONE_NAMES.get(zone.zone, str(zone.zone))
+            fig.add_trace(go.Bar(
+                x=[label for _, label in measures], y=[getattr(zone, field) for field, _ in measures], name=name,
+                marker={"color": ZONE_COLOURS.get(name, BLUE)},
+                hovertemplate=f"{name} %{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
+            ))  # fmt: skip
+        fig.update_layout(barmode="group")
+        table = Table(
+            ("zone", "loans funded per path", "principal funded per path", "PD (lifetime)", "LGD", "expected loss"),
+            tuple(
+                (ZONE_NAMES.get(zone.zone, str(zone.zone)), units.format(zone.loan_count, Unit.COUNT),
+                 units.format(zone.exposure, Unit.MONEY), units.format(zone.probability_of_default, Unit.PERCENT),
+                 units.format(zone.loss_given_default, Unit.PERCENT), units.format(zone.expected_loss, Unit.PERCENT))
+                for zone in credit
+            ),
+            caption="Means per path over the fund life, pooled across paths; LGD is n/a where nothing defaulted.",
+        )  # fmt: skip
+        return Section(
+            "credit",
+            "Credit by zone",
+            "Defaults and losses per Traffic Light zone over the fund life, recycled loans included. PD is "
+            "defaulted loans over loans funded; LGD is one minus recoveries over the claim of defaulted loans; "
+            "expected loss is credit losses over principal funded.",
+            (Chart("credit", fig), table),
+        )
+
+    def concentration(self) -> Section:
+        concentration, units = self.result.concentration, self.units
+        zones = [("green", concentration.zone_shares.green), ("orange", concentration.zone_shares.orange),
+                 ("red", concentration.zone_shares.red)]  # fmt: skip
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.35, 0.65], horizontal_spacing=0.08,
+                            subplot_titles=("by zone", "by region"))  # fmt: skip
+        fig.add_trace(go.Bar(
+            x=[name for name, _ in zones], y=[share for _, share in zones], showlegend=False,
+            marker={"color": [ZONE_COLOURS[name] for name, _ in zones]},
+            hovertemplate=f"%{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
+        ), row=1, col=1)  # fmt: skip
+        fig.add_trace(go.Bar(
+            x=[share.region for share in concentration.region_shares],
+            y=[share.share for share in concentration.region_shares], showlegend=False, marker={"color": BLUE},
+            hovertemplate=f"%{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
+        ), row=1, col=2)  # fmt: skip
+        charts.style(fig, units, Unit.PERCENT, x_title="")
+        fig.update_yaxes(title_text="share of principal")
+        table = Table(
+            ("by", "HHI", "effective number"),
+            (
+                ("zone", f"{concentration.zone_hhi:.3f}", f"{concentration.zone_effective_n:.2f}"),
+                ("region", f"{concentration.region_hhi:.3f}", f"{concentration.region_effective_n:.2f}"),
+                ("loan", f"{concentration.loan_hhi:.4f}", f"{concentration.loan_effective_n:,.1f}"),
+            ),
+            caption=f"Herfindahl–Hirschman index of exposure shares and its inverse, at month "
+            f"{concentration.as_of_month} (the end of deployment).",
+        )
+        return Section(
+            "concentration",
+            "Concentration",
+            "How the initial book's principal is spread over zones, regions and loans, measured when "
+            "deployment ends (the same on every path).",
+            (Chart("concentration", fig), table),
+        )
+
+    def notes(self) -> tuple[str, ...]:
+        convergence = self.result.convergence
+        return (
+            f"Money is in {self.units.currency}, the fund currency; rates and IRRs are annual; multiples are "
+            "on paid-in capital.",
+            "Monte Carlo precision: the standard error of the mean LP net IRR is "
+            f"{convergence.lp_net_irr_standard_error * 100:.3f} percentage points and of the mean LP MOIC "
+            f"{convergence.lp_moic_standard_error:.4f}x; quadrupling the paths halves them.",
+            "The same config fingerprint, seed and engine version reproduce this result exactly.",
+        )
+
+    # Helpers.
+
+    def _metrics_table(self) -> Table:
+        metrics, units = self.result.metrics, self.units
+        rows = []
+        for field, (label, unit) in _catalogue(metrics, METRICS, Unit.RATIO):
+            summary = getattr(metrics, field)
+            rows.append((
+                label, units.estimate(summary.mean, summary.ci95_half_width, unit),
+                *(quantile(units, summary, percentile, unit) for percentile in (5, 25, 50, 75, 95)),
+                f"{summary.nan_count:,}" if summary.nan_count else "",
+            ))  # fmt: skip
+        return Table(
+            ("metric", "mean ± 95% CI", "P5", "P25", "median", "P75", "P95", "undefined paths"),
+            tuple(rows),
+            caption="Per-path metrics across paths. 'Undefined' counts paths where the metric has no value "
+            "(e.g. an IRR without a sign change); statistics cover the others.",
+        )
+
+
+def _catalogue(message: Message, labels: dict[str, tuple[str, Any]], default: Any) -> list[tuple[str, tuple[str, Any]]]:
+    """(field, (label, kind)) for each field of ``message`` but ``year``, in catalogue order, then the fields
+    the catalogue does not know yet, under their own names and the ``default`` kind."""
+    names = [field.name for field in message.DESCRIPTOR.fields if field.name != "year"]
+    known = [(name, labels[name]) for name in labels if name in names]
+    return known + [(name, (name.replace("_", " "), default)) for name in names if name not in labels]
+
+
+def _band(band: simulation_result_pb2.FanBand) -> Band:
+    return Band(band.p5, band.p25, band.p50, band.p75, band.p95)
+
+
+def _rgba_sign(value: float) -> str:
+    return "rgba(46,158,91,0.55)" if value >= 0 else "rgba(200,55,45,0.55)"
+
+
+def _nan_caption(metric: str, marked: str, nan_count: int) -> str:
+    shown = f"{metric} of every path" if not nan_count else (
+        f"{metric} of the paths where it is defined ({nan_count:,} path(s) have none and are not shown)"
+    )
+    return f"{shown}, with {marked} and the mean marked."

@@ -47,8 +47,11 @@ from server.report.units import Units
 
 Simulation = simulation_pb2.Simulation
 STATES = {name.removeprefix("STATE_").lower(): number for name, number in Simulation.State.items() if number}
-VIEWS = {"basic": simulation_pb2.SIMULATION_VIEW_BASIC, "summary": simulation_pb2.SIMULATION_VIEW_SUMMARY,
-         "full": simulation_pb2.SIMULATION_VIEW_FULL}  # fmt: skip
+VIEWS = {
+    "basic": simulation_pb2.SIMULATION_VIEW_BASIC,
+    "summary": simulation_pb2.SIMULATION_VIEW_SUMMARY,
+    "full": simulation_pb2.SIMULATION_VIEW_FULL,
+}
 INTERRUPTED_EXIT = 130
 
 
@@ -60,12 +63,23 @@ def connection_parser() -> argparse.ArgumentParser:
     """The options every command that calls the server takes; use it as ``parents=[...]``."""
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("server")
-    group.add_argument("--server", default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
-                       help=f"host:port of the service (${SERVER_ENV}, default {DEFAULT_SERVER})")
-    group.add_argument("--token", default=os.environ.get(TOKEN_ENV),
-                       help=f"bearer token (${TOKEN_ENV}); make one with `equihome-sim token --all-scopes`")
-    group.add_argument("--timeout", type=_positive, default=CallPolicy.timeout_s, metavar="SECONDS",
-                       help=f"deadline of each call (default {CallPolicy.timeout_s:g})")  # fmt: skip
+    group.add_argument(
+        "--server",
+        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
+        help=f"host:port of the service (${SERVER_ENV}, default {DEFAULT_SERVER})",
+    )
+    group.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"bearer token (${TOKEN_ENV}); make one with `equihome-sim token --all-scopes`",
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive,
+        default=CallPolicy.timeout_s,
+        metavar="SECONDS",
+        help=f"deadline of each call (default {CallPolicy.timeout_s:g})",
+    )
     group.add_argument("--currency", default="AUD", help="currency of money in the output (default AUD)")
     return parser
 
@@ -73,31 +87,46 @@ def connection_parser() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def connect(args: argparse.Namespace, console: Console) -> Iterator[SimulationClient]:
     def retrying(details: ErrorDetails, delay: float) -> None:
-        console.print(f"[yellow]{details.code.name} ({details.reason or 'no reason'}): retrying in {delay:g} s")
+        console.print(
+            f"[yellow]{details.code.name} ({details.reason or 'no reason'}): retrying in {delay:g} s"
+        )
 
     with open_channel(args.server) as channel:
-        yield SimulationClient(channel, target=args.server, token=args.token,
-                               policy=CallPolicy(timeout_s=args.timeout), on_retry=retrying)  # fmt: skip
+        yield SimulationClient(
+            channel,
+            target=args.server,
+            token=args.token,
+            policy=CallPolicy(timeout_s=args.timeout),
+            on_retry=retrying,
+        )
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="equihome-sim remote", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="equihome-sim remote", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = [connection_parser()]
 
     create = commands.add_parser("create", parents=common, help="create a simulation job")
-    create.add_argument("request", type=Path,
-                        help="CreateSimulationRequest in protobuf JSON, as grpcurl -d takes it (docs/examples/api/)")
+    create.add_argument(
+        "request",
+        type=Path,
+        help="CreateSimulationRequest in protobuf JSON, as grpcurl -d takes it (docs/examples/api/)",
+    )
     create.add_argument("--display-name", help="replace simulation.display_name")
     create.add_argument("--portfolio-id", help="replace simulation.portfolio_id")
     create.add_argument("--paths", type=_positive_int, help="replace config.monte_carlo.paths")
     create.add_argument("--seed", type=int, help="replace config.monte_carlo.seed")
     create.add_argument("--request-id", help="idempotency key (UUID4); default: a new one")
     create.add_argument("--watch", action="store_true", help="follow the job until it ends")
-    create.add_argument("--report", type=Path, metavar="OUT.html", help="when it succeeds, write its report (implies --watch)")
+    create.add_argument(
+        "--report", type=Path, metavar="OUT.html", help="when it succeeds, write its report (implies --watch)"
+    )
 
-    watch = commands.add_parser("watch", parents=common, help="follow a job with a progress bar until it ends")
+    watch = commands.add_parser(
+        "watch", parents=common, help="follow a job with a progress bar until it ends"
+    )
     watch.add_argument("name", type=_run_name, help="simulations/ID or ID")
     watch.add_argument("--report", type=Path, metavar="OUT.html", help="when it succeeds, write its report")
 
@@ -107,19 +136,25 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     get.add_argument("--json", action="store_true", help="print the GetSimulationResponse as protobuf JSON")
 
     listing = commands.add_parser("list", parents=common, help="list jobs, newest first")
-    listing.add_argument("--state", action="append", choices=STATES, default=[], help="only jobs in this state (repeatable)")
+    listing.add_argument(
+        "--state", action="append", choices=STATES, default=[], help="only jobs in this state (repeatable)"
+    )
     listing.add_argument("--portfolio-id", default="", help="only jobs of this portfolio")
-    listing.add_argument("--limit", type=_positive_int, default=20, help="at most this many jobs (default 20)")
+    listing.add_argument(
+        "--limit", type=_positive_int, default=20, help="at most this many jobs (default 20)"
+    )
 
     cancel = commands.add_parser("cancel", parents=common, help="cancel a pending or running job")
     cancel.add_argument("name", type=_run_name, help="simulations/ID or ID")
-    return parser.parse_args(argv)  # fmt: skip
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     console, errors = _console(), Console(stderr=True)
-    command = {"create": create, "watch": watch, "get": get, "list": list_jobs, "cancel": cancel}[args.command]
+    command = {"create": create, "watch": watch, "get": get, "list": list_jobs, "cancel": cancel}[
+        args.command
+    ]
     try:
         with connect(args, errors) as client:
             return command(client, args, console, errors)
@@ -140,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def create(client: SimulationClient, args: argparse.Namespace, console: Console, errors: Console) -> int:
     request = read_create_request(args)
     simulation = client.create(request)
-    console.print(f"created {simulation.name} ({_state(simulation)}, {simulation.progress.paths_total:,} paths)")
+    console.print(
+        f"created {simulation.name} ({_state(simulation)}, {simulation.progress.paths_total:,} paths)"
+    )
     if not (args.watch or args.report):
         console.print(f"follow it with: equihome-sim remote watch {simulation.name}", highlight=False)
         return 0
@@ -167,11 +204,18 @@ def list_jobs(client: SimulationClient, args: argparse.Namespace, console: Conso
     for column in ("state", "paths", "created (local time)", "portfolio", "display name"):
         table.add_column(column, justify="right" if column == "paths" else "left")
     states = tuple(STATES[state] for state in args.state)
-    for simulation in client.list(states=states, portfolio_id=args.portfolio_id, limit=args.limit,
-                                  page_size=min(args.limit, 1000)):  # fmt: skip
+    for simulation in client.list(
+        states=states, portfolio_id=args.portfolio_id, limit=args.limit, page_size=min(args.limit, 1000)
+    ):
         progress = simulation.progress
-        table.add_row(simulation.name, _state(simulation), f"{progress.paths_completed:,}/{progress.paths_total:,}",
-                      _local(simulation.create_time.ToDatetime()), simulation.portfolio_id, simulation.display_name)
+        table.add_row(
+            simulation.name,
+            _state(simulation),
+            f"{progress.paths_completed:,}/{progress.paths_total:,}",
+            _local(simulation.create_time.ToDatetime()),
+            simulation.portfolio_id,
+            simulation.display_name,
+        )
     console.print(table)
     return 0
 
@@ -192,7 +236,8 @@ def read_create_request(args: argparse.Namespace) -> service_pb2.CreateSimulatio
         request = json_format.ParseDict(body, service_pb2.CreateSimulationRequest())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, json_format.ParseError) as error:
         raise UsageError(
-            f"{args.request} is not a CreateSimulationRequest in protobuf JSON ({error}); see docs/examples/api/"
+            f"{args.request} is not a CreateSimulationRequest in protobuf JSON ({error}); "
+            "see docs/examples/api/"
         ) from None
     simulation = request.simulation
     if args.display_name is not None:
@@ -208,26 +253,40 @@ def read_create_request(args: argparse.Namespace) -> service_pb2.CreateSimulatio
     return request
 
 
-def _follow(client: SimulationClient, name: str, args: argparse.Namespace, console: Console, errors: Console) -> int:
+def _follow(
+    client: SimulationClient, name: str, args: argparse.Namespace, console: Console, errors: Console
+) -> int:
     def reconnecting(details: ErrorDetails, delay: float) -> None:
         errors.print(f"[yellow]watch interrupted ({details.code.name}); reconnecting in {delay:g} s")
 
     simulation = None
-    columns = (TextColumn("{task.fields[state]}"), BarColumn(), MofNCompleteColumn(), TextColumn("paths"),
-               TimeElapsedColumn(), TextColumn("{task.fields[eta]}"))  # fmt: skip
+    columns = (
+        TextColumn("{task.fields[state]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("paths"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[eta]}"),
+    )
     try:
         with Progress(*columns, console=errors, transient=True) as bar:
             task = bar.add_task(name, total=None, state="PENDING", eta="")
             for simulation in client.watch(name, on_reconnect=reconnecting):
                 progress = simulation.progress
                 remaining = progress.estimated_remaining.ToTimedelta().total_seconds()
-                bar.update(task, completed=progress.paths_completed, total=progress.paths_total or None,
-                           state=_state(simulation),
-                           eta=f"about {remaining:,.0f} s left" if progress.HasField("estimated_remaining") else "")
+                bar.update(
+                    task,
+                    completed=progress.paths_completed,
+                    total=progress.paths_total or None,
+                    state=_state(simulation),
+                    eta=f"about {remaining:,.0f} s left" if progress.HasField("estimated_remaining") else "",
+                )
     except KeyboardInterrupt:
-        errors.print(f"stopped watching; {name} goes on. Resume with: equihome-sim remote watch {name}",
-                     highlight=False)
-        return INTERRUPTED_EXIT  # fmt: skip
+        errors.print(
+            f"stopped watching; {name} goes on. Resume with: equihome-sim remote watch {name}",
+            highlight=False,
+        )
+        return INTERRUPTED_EXIT
     assert simulation is not None  # watch yields at least the terminal snapshot or raises
     units = Units(args.currency)
     console.print(describe(simulation, units))
@@ -246,10 +305,15 @@ def describe(simulation: Simulation, units: Units) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    rows = [("name", simulation.name), ("display name", simulation.display_name),
-            ("portfolio", simulation.portfolio_id), ("state", _state(simulation)),
-            ("progress", _progress(simulation)), ("seed", str(simulation.seed)),
-            ("engine", simulation.engine_version)]  # fmt: skip
+    rows = [
+        ("name", simulation.name),
+        ("display name", simulation.display_name),
+        ("portfolio", simulation.portfolio_id),
+        ("state", _state(simulation)),
+        ("progress", _progress(simulation)),
+        ("seed", str(simulation.seed)),
+        ("engine", simulation.engine_version),
+    ]
     for label, field in (("created", "create_time"), ("started", "start_time"), ("ended", "end_time")):
         if simulation.HasField(field):
             rows.append((label, _local(getattr(simulation, field).ToDatetime())))

@@ -27,11 +27,20 @@ CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="equihome-sim report", description=__doc__, parents=[connection_parser()],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="equihome-sim report",
+        description=__doc__,
+        parents=[connection_parser()],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("source", help="simulate --json output, a result in protobuf JSON, or simulations/ID")
-    parser.add_argument("-o", "--output", type=Path, metavar="OUT.html",
-                        help="file to write (default: the source file with .html, or ID.html here)")  # fmt: skip
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="OUT.html",
+        help="file to write (default: the source file with .html, or ID.html here)",
+    )
     args = parser.parse_args(argv)
     if not CURRENCY.fullmatch(args.currency):
         parser.error(f"--currency {args.currency!r} is not an ISO 4217 code such as AUD")

@@ -59,7 +59,8 @@ def _decode(hint: Any, value: Any, path: str) -> Any:
         key_hint, value_hint = arguments
         _expect(value, dict, path)
         return {
-            _scalar(key_hint, key, path): _decode(value_hint, item, f"{path}.{key}") for key, item in value.items()
+            _scalar(key_hint, key, path): _decode(value_hint, item, f"{path}.{key}")
+            for key, item in value.items()
         }
     if origin is tuple:
         _expect(value, list, path)
@@ -84,7 +85,7 @@ def _decode_dataclass(cls: Any, value: Any, path: str) -> Any:
 
 
 def _scalar(hint: Any, value: Any, path: str) -> Any:
-    """A JSON scalar (or a dict key, which JSON always makes a string) as ``hint``; ``null`` floats are NaN."""
+    """A JSON scalar (or a dict key, which JSON makes a string) as ``hint``; a ``null`` float is NaN."""
     try:
         if hint is float:
             return math.nan if value is None else float(value)

@@ -38,9 +38,14 @@ SERVER_ENV = "EQUIHOME_SERVER"
 TOKEN_ENV = "EQUIHOME_TOKEN"
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # the server's limit (docs/api.md, Limits)
 RETRY_INFO_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-TERMINAL_STATES = frozenset({
-    Simulation.STATE_SUCCEEDED, Simulation.STATE_FAILED, Simulation.STATE_CANCELLED, Simulation.STATE_INTERRUPTED,
-})  # fmt: skip
+TERMINAL_STATES = frozenset(
+    {
+        Simulation.STATE_SUCCEEDED,
+        Simulation.STATE_FAILED,
+        Simulation.STATE_CANCELLED,
+        Simulation.STATE_INTERRUPTED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,10 @@ class RemoteError(Exception):
         reason = f" ({details.reason})" if details.reason else ""
         lines = [f"{details.code.name}{reason}: {details.message}"]
         if details.bad_request is not None:
-            lines += [f"  {violation.field}: {violation.description}" for violation in details.bad_request.field_violations]
+            lines += [
+                f"  {violation.field}: {violation.description}"
+                for violation in details.bad_request.field_violations
+            ]
         hint = self._hint()
         if hint:
             lines.append(hint)
@@ -81,10 +89,12 @@ class RemoteError(Exception):
         details, code = self.details, self.details.code
         metadata = details.error_info.metadata if details.error_info is not None else {}
         if code is grpc.StatusCode.UNAVAILABLE and details.reason is None:
-            return f"Cannot reach the server at {self.target}: is it running (make run)? Set --server or {SERVER_ENV}."
+            return f"Cannot reach the server at {self.target}: is it running? Set --server or {SERVER_ENV}."
         if code is grpc.StatusCode.UNAUTHENTICATED:
-            return (f"Pass a token with --token or {TOKEN_ENV}, e.g. "
-                    f"export {TOKEN_ENV}=$(.venv/bin/equihome-sim token --all-scopes)")  # fmt: skip
+            return (
+                f"Pass a token with --token or {TOKEN_ENV}, e.g. "
+                f"export {TOKEN_ENV}=$(.venv/bin/equihome-sim token --all-scopes)"
+            )
         if code is grpc.StatusCode.PERMISSION_DENIED and "required_scope" in metadata:
             return f"The token lacks the scope {metadata['required_scope']}; make one that has it."
         if code is grpc.StatusCode.DEADLINE_EXCEEDED and details.reason is None:
@@ -147,10 +157,17 @@ class SimulationClient:
         return self._call(self._stub.CreateSimulation, request).simulation
 
     def get(self, name: str, view: int = simulation_pb2.SIMULATION_VIEW_SUMMARY) -> Simulation:
-        return self._call(self._stub.GetSimulation, service_pb2.GetSimulationRequest(name=name, view=view)).simulation
+        return self._call(
+            self._stub.GetSimulation, service_pb2.GetSimulationRequest(name=name, view=view)
+        ).simulation
 
     def list(
-        self, *, states: tuple[int, ...] = (), portfolio_id: str = "", page_size: int = 50, limit: int | None = None
+        self,
+        *,
+        states: tuple[int, ...] = (),
+        portfolio_id: str = "",
+        page_size: int = 50,
+        limit: int | None = None,
     ) -> Iterator[Simulation]:
         """Jobs newest first, following ``next_page_token`` until ``limit`` jobs or the last page."""
         returned, page_token = 0, ""
@@ -169,7 +186,9 @@ class SimulationClient:
             page_token = response.next_page_token
 
     def cancel(self, name: str) -> Simulation:
-        return self._call(self._stub.CancelSimulation, service_pb2.CancelSimulationRequest(name=name)).simulation
+        return self._call(
+            self._stub.CancelSimulation, service_pb2.CancelSimulationRequest(name=name)
+        ).simulation
 
     def watch(
         self,
@@ -190,7 +209,9 @@ class SimulationClient:
         reconnect = on_reconnect or self._on_retry
         last_sequence, broken = 0, 0
         while True:
-            call = self._stub.WatchSimulation(request, timeout=self.policy.watch_window_s, metadata=self._metadata)
+            call = self._stub.WatchSimulation(
+                request, timeout=self.policy.watch_window_s, metadata=self._metadata
+            )
             failure: ErrorDetails | None = None
             try:
                 for message in call:
@@ -210,7 +231,9 @@ class SimulationClient:
             finally:
                 call.cancel()
             broken += 1
-            failure = failure or ErrorDetails(grpc.StatusCode.UNAVAILABLE, "the server ended the stream early")
+            failure = failure or ErrorDetails(
+                grpc.StatusCode.UNAVAILABLE, "the server ended the stream early"
+            )
             if broken > self.policy.watch_reconnects:
                 raise RemoteError(failure, self.target, self.policy.watch_window_s)
             delay = failure.retry_after if failure.retry_after is not None else min(2.0 ** (broken - 1), 10.0)

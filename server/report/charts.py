@@ -92,7 +92,9 @@ def add_fan(
             **where,
         )
     rows = [
-        "<br>".join(f"{key.upper()} {units.hover(unit, f'customdata[{i}]')}" for i, key in enumerate(FAN_PERCENTILES))
+        "<br>".join(
+            f"{key.upper()} {units.hover(unit, f'customdata[{i}]')}" for i, key in enumerate(FAN_PERCENTILES)
+        )
     ]
     fig.add_trace(
         go.Scatter(
@@ -130,7 +132,9 @@ def histogram(
             x=[(low + high) / 2 for low, high in zip(lows, highs, strict=True)],
             y=list(counts),
             width=[high - low for low, high in zip(lows, highs, strict=True)],
-            customdata=[(low, high, count / total) for low, high, count in zip(lows, highs, counts, strict=True)],
+            customdata=[
+                (low, high, count / total) for low, high, count in zip(lows, highs, counts, strict=True)
+            ],
             marker={"color": _rgba(BLUE, 0.7), "line": {"color": BLUE, "width": 0.5}},
             name="paths",
             hovertemplate=(

@@ -26,21 +26,38 @@ def headline(simulation: simulation_pb2.Simulation, units: Units) -> tuple[Highl
     hurdle, target = config.waterfall.hurdle_rate, config.reporting.target_irr
     percent, multiple, money = Unit.PERCENT, Unit.MULTIPLE, Unit.MONEY
     return (
-        Highlight("LP net IRR (mean, 95% CI)", units.estimate(irr.mean, irr.ci95_half_width, percent),
-                  f"median {quantile(units, irr, 50, percent)}, "
-                  f"P5–P95 {quantile(units, irr, 5, percent)} to {quantile(units, irr, 95, percent)}"),
-        Highlight("LP MOIC (mean, 95% CI)", units.estimate(moic.mean, moic.ci95_half_width, multiple),
-                  f"median {quantile(units, moic, 50, multiple)}, P5 {quantile(units, moic, 5, multiple)}"),
-        Highlight(f"P(IRR ≥ {units.format(hurdle, percent)} hurdle)", units.format(risk.prob_hurdle, percent),
-                  f"P(IRR ≥ {units.format(target, percent)} target) {units.format(risk.prob_target_irr, percent)}"),
-        Highlight("IRR VaR 95%", units.format(risk.irr_var_95, percent),
-                  f"CVaR 95% {units.format(risk.irr_cvar_95, percent)}"),
-        Highlight("GP carried interest (mean)", units.format(metrics.gp_carry.mean, money),
-                  f"GP total income {units.format(metrics.gp_total_income.mean, money)}"),
-    )  # fmt: skip
+        Highlight(
+            "LP net IRR (mean, 95% CI)",
+            units.estimate(irr.mean, irr.ci95_half_width, percent),
+            f"median {quantile(units, irr, 50, percent)}, "
+            f"P5–P95 {quantile(units, irr, 5, percent)} to {quantile(units, irr, 95, percent)}",
+        ),
+        Highlight(
+            "LP MOIC (mean, 95% CI)",
+            units.estimate(moic.mean, moic.ci95_half_width, multiple),
+            f"median {quantile(units, moic, 50, multiple)}, P5 {quantile(units, moic, 5, multiple)}",
+        ),
+        Highlight(
+            f"P(IRR ≥ {units.format(hurdle, percent)} hurdle)",
+            units.format(risk.prob_hurdle, percent),
+            f"P(IRR ≥ {units.format(target, percent)} target) {units.format(risk.prob_target_irr, percent)}",
+        ),
+        Highlight(
+            "IRR VaR 95%",
+            units.format(risk.irr_var_95, percent),
+            f"CVaR 95% {units.format(risk.irr_cvar_95, percent)}",
+        ),
+        Highlight(
+            "GP carried interest (mean)",
+            units.format(metrics.gp_carry.mean, money),
+            f"GP total income {units.format(metrics.gp_total_income.mean, money)}",
+        ),
+    )
 
 
-def quantile(units: Units, summary: simulation_result_pb2.MetricSummary, percentile: float, unit: Unit) -> str:
+def quantile(
+    units: Units, summary: simulation_result_pb2.MetricSummary, percentile: float, unit: Unit
+) -> str:
     """The summary's value at ``percentile``, formatted; n/a when the summary has no such quantile."""
     for point in summary.quantiles:
         if point.percentile == percentile:

@@ -81,9 +81,14 @@ CASH_FLOWS: dict[str, tuple[str, str]] = {
     "nav": ("NAV at year end", LEVEL),
 }
 FLOW_COLOURS = {
-    "contributions": BLUE, "exit_proceeds": "#2e9e5b", "recoveries": "#86c79a", "originations": "#c8372d",
-    "management_fees": "#e8891c", "expenses": "#f2b36b", "distributions": "#8c5ab8",
-}  # fmt: skip
+    "contributions": BLUE,
+    "exit_proceeds": "#2e9e5b",
+    "recoveries": "#86c79a",
+    "originations": "#c8372d",
+    "management_fees": "#e8891c",
+    "expenses": "#f2b36b",
+    "distributions": "#8c5ab8",
+}
 ZONE_NAMES = {zone_pb2.ZONE_GREEN: "green", zone_pb2.ZONE_ORANGE: "orange", zone_pb2.ZONE_RED: "red"}
 LP_COLOUR, GP_COLOUR = BLUE, "#8c5ab8"
 
@@ -95,7 +100,9 @@ class IncompleteResult(ValueError):
 def simulation_report(simulation: Simulation, units: Units) -> Report:
     if simulation.state != Simulation.STATE_SUCCEEDED or not simulation.HasField("result"):
         state = Simulation.State.Name(simulation.state)
-        raise IncompleteResult(f"the simulation is {state}; only a SUCCEEDED run with its result has a report")
+        raise IncompleteResult(
+            f"the simulation is {state}; only a SUCCEEDED run with its result has a report"
+        )
     if not simulation.HasField("effective_config"):
         raise IncompleteResult("the simulation has no effective_config; read it in the SUMMARY or FULL view")
     view = _View(simulation, units)
@@ -164,53 +171,97 @@ class _View:
         years = [0, *(year.year for year in flows)]
         scale = plot_scale(Unit.MONEY)
         fig = charts.figure(self.units, Unit.MONEY, x_title="Fund year")
-        fig.add_trace(go.Bar(
-            x=years[1:], y=[value * scale for value in net], name="net cash flow in the year",
-            marker={"color": [_rgba_sign(value) for value in net]},
-            hovertemplate=f"year %{{x}}: {self.units.hover(Unit.MONEY)}<extra>net flow</extra>",
-        ))  # fmt: skip
-        fig.add_trace(go.Scatter(
-            x=years, y=[value * scale for value in cumulative], name="cumulative net cash flow",
-            mode="lines+markers", line={"color": BLUE, "width": 3},
-            hovertemplate=f"end of year %{{x}}: {self.units.hover(Unit.MONEY)}<extra>cumulative</extra>",
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Bar(
+                x=years[1:],
+                y=[value * scale for value in net],
+                name="net cash flow in the year",
+                marker={"color": [_rgba_sign(value) for value in net]},
+                hovertemplate=f"year %{{x}}: {self.units.hover(Unit.MONEY)}<extra>net flow</extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=years,
+                y=[value * scale for value in cumulative],
+                name="cumulative net cash flow",
+                mode="lines+markers",
+                line={"color": BLUE, "width": 3},
+                hovertemplate=f"end of year %{{x}}: {self.units.hover(Unit.MONEY)}<extra>cumulative</extra>",
+            )
+        )
         trough = min(range(len(cumulative)), key=cumulative.__getitem__)
-        breakeven = next((year for year, value in zip(years[1:], cumulative[1:], strict=True) if value >= 0), None)
+        breakeven = next(
+            (year for year, value in zip(years[1:], cumulative[1:], strict=True) if value >= 0), None
+        )
         distributions = charts.figure(self.units, Unit.MONEY, x_title="Fund year")
-        charts.add_fan(distributions, self.units, Unit.MONEY, self.years,
-                       [_band(fan.cumulative_lp_distributions) for fan in self.result.fan_chart],
-                       name="Cumulative LP distributions")  # fmt: skip
+        charts.add_fan(
+            distributions,
+            self.units,
+            Unit.MONEY,
+            self.years,
+            [_band(fan.cumulative_lp_distributions) for fan in self.result.fan_chart],
+            name="Cumulative LP distributions",
+        )
         return Section(
             "j-curve",
             "J-curve",
-            "Capital is called before loans pay back, so the partners' cumulative net cash flow (distributions "
+            "Capital is called before loans pay back, so the partners' cumulative net cash flow "
+            "(distributions "
             "received minus capital paid in, mean across paths) first falls and then recovers. The trough is "
             f"{self.units.format(cumulative[trough], Unit.MONEY)} at the end of year {years[trough]}; "
-            + (f"the mean turns positive in year {breakeven}." if breakeven is not None
-               else "the mean does not turn positive within the term."),
-            (
-                Chart("j-curve", fig, "Bars: net cash flow to the partners (LP and GP) in each fund year; line: "
-                      "cumulative. Year 1 includes the first call and the organisation costs at inception."),
-                Chart("lp-distributions", distributions, "Cumulative distributions to the LPs at year ends "
-                      "across paths: median, P25–P75 and P5–P95."),
+            + (
+                f"the mean turns positive in year {breakeven}."
+                if breakeven is not None
+                else "the mean does not turn positive within the term."
             ),
-        )  # fmt: skip
+            (
+                Chart(
+                    "j-curve",
+                    fig,
+                    "Bars: net cash flow to the partners (LP and GP) in each fund year; line: "
+                    "cumulative. Year 1 includes the first call and the organisation costs at inception.",
+                ),
+                Chart(
+                    "lp-distributions",
+                    distributions,
+                    "Cumulative distributions to the LPs at year ends "
+                    "across paths: median, P25–P75 and P5–P95.",
+                ),
+            ),
+        )
 
     def multiples(self) -> Section:
-        fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.04,
-                            subplot_titles=("DPI (distributed / paid-in)", "RVPI (residual value / paid-in)",
-                                            "TVPI (total value / paid-in)"))  # fmt: skip
+        fig = make_subplots(
+            rows=1,
+            cols=3,
+            shared_yaxes=True,
+            horizontal_spacing=0.04,
+            subplot_titles=(
+                "DPI (distributed / paid-in)",
+                "RVPI (residual value / paid-in)",
+                "TVPI (total value / paid-in)",
+            ),
+        )
         for col, field in enumerate(("dpi", "rvpi", "tvpi"), start=1):
-            charts.add_fan(fig, self.units, Unit.MULTIPLE, self.years,
-                           [_band(getattr(fan, field)) for fan in self.result.fan_chart],
-                           name=field.upper(), row=1, col=col)  # fmt: skip
+            charts.add_fan(
+                fig,
+                self.units,
+                Unit.MULTIPLE,
+                self.years,
+                [_band(getattr(fan, field)) for fan in self.result.fan_chart],
+                name=field.upper(),
+                row=1,
+                col=col,
+            )
         charts.style(fig, self.units, Unit.MULTIPLE, x_title="Fund year")
         fig.update_yaxes(title_text="x paid-in to date", col=1)
         fig.update_layout(showlegend=False, margin={"t": 60})
         return Section(
             "multiples",
             "DPI, RVPI and TVPI",
-            "LP multiples on capital paid in to date, at each year end, across paths. DPI rises as loans exit "
+            "LP multiples on capital paid in to date, at each year end, across paths. DPI rises as loans "
+            "exit "
             "and the fund distributes; RVPI is the LPs' share of NAV, which falls to zero as the fund winds "
             "up; TVPI = DPI + RVPI.",
             (Chart("multiples", fig, "Median line, P25–P75 (dark) and P5–P95 (light) bands."),),
@@ -229,33 +280,55 @@ class _View:
         moic_markers = [
             Marker(1.0, "1.00x: capital back", "#c8372d"),
             Marker(target_multiple, f"target {units.format(target_multiple, Unit.MULTIPLE)}", "#2e9e5b"),
-            Marker(result.metrics.lp_moic.mean, f"mean {units.format(result.metrics.lp_moic.mean, Unit.MULTIPLE)}",
-                   BLUE, "dot"),
-        ]  # fmt: skip
+            Marker(
+                result.metrics.lp_moic.mean,
+                f"mean {units.format(result.metrics.lp_moic.mean, Unit.MULTIPLE)}",
+                BLUE,
+                "dot",
+            ),
+        ]
         irr_histogram, moic_histogram = result.lp_net_irr_histogram, result.lp_moic_histogram
         return Section(
             "returns",
             "Distribution of returns",
-            "How the LP outcome varies across paths, with the waterfall hurdle and the reporting targets marked, "
+            "How the LP outcome varies across paths, with the waterfall hurdle and the reporting targets "
+            "marked, "
             "and every per-path metric summarised. Means carry their 95% confidence interval "
             "(1.96 standard errors of the Monte Carlo mean).",
             (
-                Chart("irr-histogram", charts.histogram(units, Unit.PERCENT, irr_histogram.bin_edges,
-                                                        irr_histogram.counts, x_title="LP net IRR (annual)",
-                                                        markers=irr_markers),
-                      _nan_caption("LP net IRR", "the hurdle, the target IRR", irr_histogram.nan_count)),
-                Chart("moic-histogram", charts.histogram(units, Unit.MULTIPLE, moic_histogram.bin_edges,
-                                                         moic_histogram.counts, x_title="LP MOIC",
-                                                         markers=moic_markers),
-                      _nan_caption("LP MOIC", "1.00x, the target multiple", moic_histogram.nan_count)),
+                Chart(
+                    "irr-histogram",
+                    charts.histogram(
+                        units,
+                        Unit.PERCENT,
+                        irr_histogram.bin_edges,
+                        irr_histogram.counts,
+                        x_title="LP net IRR (annual)",
+                        markers=irr_markers,
+                    ),
+                    _nan_caption("LP net IRR", "the hurdle, the target IRR", irr_histogram.nan_count),
+                ),
+                Chart(
+                    "moic-histogram",
+                    charts.histogram(
+                        units,
+                        Unit.MULTIPLE,
+                        moic_histogram.bin_edges,
+                        moic_histogram.counts,
+                        x_title="LP MOIC",
+                        markers=moic_markers,
+                    ),
+                    _nan_caption("LP MOIC", "1.00x, the target multiple", moic_histogram.nan_count),
+                ),
                 self._metrics_table(),
             ),
-        )  # fmt: skip
+        )
 
     def risk(self) -> Section:
         risk, units = self.result.risk, self.units
         rows = tuple(
-            (label, units.format(getattr(risk, field), unit)) for field, (label, unit) in _catalogue(risk, RISK, Unit.RATIO)
+            (label, units.format(getattr(risk, field), unit))
+            for field, (label, unit) in _catalogue(risk, RISK, Unit.RATIO)
         )
         reporting = self.config.reporting
         return Section(
@@ -263,8 +336,9 @@ class _View:
             "Risk",
             "Risk measures across paths of the LP outcome. Sharpe uses the risk-free rate "
             f"{units.format(reporting.risk_free_rate, Unit.PERCENT)}, Sortino the minimum acceptable return "
-            f"{units.format(reporting.min_acceptable_return, Unit.PERCENT)}. IRR VaR and CVaR are levels of the "
-            "IRR (low percentiles); capital VaR and CVaR are losses as a share of paid-in capital, negative when "
+            f"{units.format(reporting.min_acceptable_return, Unit.PERCENT)}. IRR VaR and CVaR are levels of "
+            "the IRR (low percentiles); capital VaR and CVaR are losses as a share of paid-in capital, "
+            "negative when "
             "even the tail makes money.",
             (Table(("measure", "value"), rows),),
         )
@@ -275,13 +349,19 @@ class _View:
         pro_rata = [year.distributions - year.carried_interest for year in flows]
         carry = [year.carried_interest for year in flows]
         fig = charts.figure(units, Unit.MONEY, x_title="Fund year")
-        for name, values, colour in (("to partners pro rata (LP and GP commitment)", pro_rata, LP_COLOUR),
-                                     ("carried interest to the GP", carry, GP_COLOUR)):  # fmt: skip
-            fig.add_trace(go.Bar(
-                x=[year.year for year in flows], y=[value * scale for value in values], name=name,
-                marker={"color": colour},
-                hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{name}</extra>",
-            ))  # fmt: skip
+        for name, values, colour in (
+            ("to partners pro rata (LP and GP commitment)", pro_rata, LP_COLOUR),
+            ("carried interest to the GP", carry, GP_COLOUR),
+        ):
+            fig.add_trace(
+                go.Bar(
+                    x=[year.year for year in flows],
+                    y=[value * scale for value in values],
+                    name=name,
+                    marker={"color": colour},
+                    hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{name}</extra>",
+                )
+            )
         fig.update_layout(barmode="stack")
         total, total_carry = sum(year.distributions for year in flows), sum(carry)
         share = total_carry / total if total else float("nan")
@@ -289,27 +369,48 @@ class _View:
         table = Table(
             ("lifetime, mean per path", "amount", "share of distributions"),
             (
-                ("Distributions", units.format(total, Unit.MONEY), units.format(1.0 if total else float("nan"),
-                                                                                 Unit.PERCENT)),
-                ("pro rata to the partners", units.format(total - total_carry, Unit.MONEY),
-                 units.format(1 - share, Unit.PERCENT)),
-                ("carried interest to the GP", units.format(total_carry, Unit.MONEY), units.format(share, Unit.PERCENT)),
-                ("GP total income (carry and fees)", units.format(metrics.gp_total_income.mean, Unit.MONEY), ""),
+                (
+                    "Distributions",
+                    units.format(total, Unit.MONEY),
+                    units.format(1.0 if total else float("nan"), Unit.PERCENT),
+                ),
+                (
+                    "pro rata to the partners",
+                    units.format(total - total_carry, Unit.MONEY),
+                    units.format(1 - share, Unit.PERCENT),
+                ),
+                (
+                    "carried interest to the GP",
+                    units.format(total_carry, Unit.MONEY),
+                    units.format(share, Unit.PERCENT),
+                ),
+                (
+                    "GP total income (carry and fees)",
+                    units.format(metrics.gp_total_income.mean, Unit.MONEY),
+                    "",
+                ),
             ),
-        )  # fmt: skip
+        )
         return Section(
             "split",
             "LP/GP split of distributions",
-            "Mean distributions per fund year, split between what the partners receive in proportion to their "
-            f"commitments and the GP's carried interest ({units.format(self.config.waterfall.carry_rate, Unit.PERCENT)}"
+            "Mean distributions per fund year, split between what the partners receive in proportion to "
+            "their commitments and the GP's carried interest "
+            f"({units.format(self.config.waterfall.carry_rate, Unit.PERCENT)}"
             " above the hurdle, after catch-up).",
             (Chart("split", fig, "Stacked: the bar height is the year's total distributions."), table),
         )
 
     def nav(self) -> Section:
         fig = charts.figure(self.units, Unit.MONEY, x_title="Fund year")
-        charts.add_fan(fig, self.units, Unit.MONEY, self.years, [_band(fan.nav) for fan in self.result.fan_chart],
-                       name="NAV")  # fmt: skip
+        charts.add_fan(
+            fig,
+            self.units,
+            Unit.MONEY,
+            self.years,
+            [_band(fan.nav) for fan in self.result.fan_chart],
+            name="NAV",
+        )
         return Section(
             "nav",
             "Net asset value",
@@ -326,11 +427,15 @@ class _View:
             if role not in (SOURCE, USE):
                 continue
             sign = 1 if role == SOURCE else -1
-            fig.add_trace(go.Bar(
-                x=[year.year for year in flows], y=[sign * getattr(year, field) * scale for year in flows],
-                name=f"{label} ({'+' if role == SOURCE else '−'})", marker={"color": FLOW_COLOURS.get(field)},
-                hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{label}</extra>",
-            ))  # fmt: skip
+            fig.add_trace(
+                go.Bar(
+                    x=[year.year for year in flows],
+                    y=[sign * getattr(year, field) * scale for year in flows],
+                    name=f"{label} ({'+' if role == SOURCE else '−'})",
+                    marker={"color": FLOW_COLOURS.get(field)},
+                    hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{label}</extra>",
+                )
+            )
         fig.update_layout(barmode="relative")
         catalogue = list(_catalogue(simulation_result_pb2.CashFlowYear(), CASH_FLOWS, PART))
         table = Table(
@@ -339,7 +444,8 @@ class _View:
                 (str(year.year), *(units.millions(getattr(year, field)) for field, _ in catalogue))
                 for year in flows
             ),
-            caption=f"Mean across paths, {units.currency} millions. Year 1 includes month 0 (the first call and "
+            caption=f"Mean across paths, {units.currency} millions. Year 1 includes month 0 (the first call "
+            "and "
             "the organisation costs).",
         )
         return Section(
@@ -352,52 +458,93 @@ class _View:
     def credit(self) -> Section:
         units = self.units
         credit = sorted(self.result.credit, key=lambda zone: zone.zone)
-        measures = (("probability_of_default", "PD (lifetime)"), ("loss_given_default", "LGD"),
-                    ("expected_loss", "Expected loss"))  # fmt: skip
+        measures = (
+            ("probability_of_default", "PD (lifetime)"),
+            ("loss_given_default", "LGD"),
+            ("expected_loss", "Expected loss"),
+        )
         fig = charts.figure(units, Unit.PERCENT, x_title="")
         for zone in credit:
             name = ZONE_NAMES.get(zone.zone, str(zone.zone))
-            fig.add_trace(go.Bar(
-                x=[label for _, label in measures], y=[getattr(zone, field) for field, _ in measures], name=name,
-                marker={"color": ZONE_COLOURS.get(name, BLUE)},
-                hovertemplate=f"{name} %{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
-            ))  # fmt: skip
+            fig.add_trace(
+                go.Bar(
+                    x=[label for _, label in measures],
+                    y=[getattr(zone, field) for field, _ in measures],
+                    name=name,
+                    marker={"color": ZONE_COLOURS.get(name, BLUE)},
+                    hovertemplate=f"{name} %{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
+                )
+            )
         fig.update_layout(barmode="group")
         table = Table(
-            ("zone", "loans funded per path", "principal funded per path", "PD (lifetime)", "LGD", "expected loss"),
+            (
+                "zone",
+                "loans funded per path",
+                "principal funded per path",
+                "PD (lifetime)",
+                "LGD",
+                "expected loss",
+            ),
             tuple(
-                (ZONE_NAMES.get(zone.zone, str(zone.zone)), units.format(zone.loan_count, Unit.COUNT),
-                 units.format(zone.exposure, Unit.MONEY), units.format(zone.probability_of_default, Unit.PERCENT),
-                 units.format(zone.loss_given_default, Unit.PERCENT), units.format(zone.expected_loss, Unit.PERCENT))
+                (
+                    ZONE_NAMES.get(zone.zone, str(zone.zone)),
+                    units.format(zone.loan_count, Unit.COUNT),
+                    units.format(zone.exposure, Unit.MONEY),
+                    units.format(zone.probability_of_default, Unit.PERCENT),
+                    units.format(zone.loss_given_default, Unit.PERCENT),
+                    units.format(zone.expected_loss, Unit.PERCENT),
+                )
                 for zone in credit
             ),
-            caption="Means per path over the fund life, pooled across paths; LGD is n/a where nothing defaulted.",
-        )  # fmt: skip
+            caption="Means per path over the fund life, pooled across paths; LGD is n/a where nothing "
+            "defaulted.",
+        )
         return Section(
             "credit",
             "Credit by zone",
             "Defaults and losses per Traffic Light zone over the fund life, recycled loans included. PD is "
-            "defaulted loans over loans funded; LGD is one minus recoveries over the claim of defaulted loans; "
+            "defaulted loans over loans funded; LGD is one minus recoveries over the claim of defaulted "
+            "loans; "
             "expected loss is credit losses over principal funded.",
             (Chart("credit", fig), table),
         )
 
     def concentration(self) -> Section:
         concentration, units = self.result.concentration, self.units
-        zones = [("green", concentration.zone_shares.green), ("orange", concentration.zone_shares.orange),
-                 ("red", concentration.zone_shares.red)]  # fmt: skip
-        fig = make_subplots(rows=1, cols=2, column_widths=[0.35, 0.65], horizontal_spacing=0.08,
-                            subplot_titles=("by zone", "by region"))  # fmt: skip
-        fig.add_trace(go.Bar(
-            x=[name for name, _ in zones], y=[share for _, share in zones], showlegend=False,
-            marker={"color": [ZONE_COLOURS[name] for name, _ in zones]},
-            hovertemplate=f"%{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
-        ), row=1, col=1)  # fmt: skip
-        fig.add_trace(go.Bar(
-            x=[share.region for share in concentration.region_shares],
-            y=[share.share for share in concentration.region_shares], showlegend=False, marker={"color": BLUE},
-            hovertemplate=f"%{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
-        ), row=1, col=2)  # fmt: skip
+        zones = [
+            ("green", concentration.zone_shares.green),
+            ("orange", concentration.zone_shares.orange),
+            ("red", concentration.zone_shares.red),
+        ]
+        fig = make_subplots(
+            rows=1,
+            cols=2,
+            column_widths=[0.35, 0.65],
+            horizontal_spacing=0.08,
+            subplot_titles=("by zone", "by region"),
+        )
+        fig.add_trace(
+            go.Bar(
+                x=[name for name, _ in zones],
+                y=[share for _, share in zones],
+                showlegend=False,
+                marker={"color": [ZONE_COLOURS[name] for name, _ in zones]},
+                hovertemplate=f"%{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Bar(
+                x=[share.region for share in concentration.region_shares],
+                y=[share.share for share in concentration.region_shares],
+                showlegend=False,
+                marker={"color": BLUE},
+                hovertemplate=f"%{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
         charts.style(fig, units, Unit.PERCENT, x_title="")
         fig.update_yaxes(title_text="share of principal")
         table = Table(
@@ -421,11 +568,15 @@ class _View:
     def notes(self) -> tuple[str, ...]:
         convergence = self.result.convergence
         return (
-            f"Money is in {self.units.currency}, the fund currency; rates and IRRs are annual; multiples are "
-            "on paid-in capital.",
-            "Monte Carlo precision: the standard error of the mean LP net IRR is "
-            f"{convergence.lp_net_irr_standard_error * 100:.3f} percentage points and of the mean LP MOIC "
-            f"{convergence.lp_moic_standard_error:.4f}x; quadrupling the paths halves them.",
+            (
+                f"Money is in {self.units.currency}, the fund currency; rates and IRRs are annual; multiples "
+                "are on paid-in capital."
+            ),
+            (
+                "Monte Carlo precision: the standard error of the mean LP net IRR is "
+                f"{convergence.lp_net_irr_standard_error * 100:.3f} percentage points and of the mean LP "
+                f"MOIC {convergence.lp_moic_standard_error:.4f}x; quadrupling the paths halves them."
+            ),
             "The same config fingerprint, seed and engine version reproduce this result exactly.",
         )
 
@@ -436,11 +587,14 @@ class _View:
         rows = []
         for field, (label, unit) in _catalogue(metrics, METRICS, Unit.RATIO):
             summary = getattr(metrics, field)
-            rows.append((
-                label, units.estimate(summary.mean, summary.ci95_half_width, unit),
-                *(quantile(units, summary, percentile, unit) for percentile in (5, 25, 50, 75, 95)),
-                f"{summary.nan_count:,}" if summary.nan_count else "",
-            ))  # fmt: skip
+            rows.append(
+                (
+                    label,
+                    units.estimate(summary.mean, summary.ci95_half_width, unit),
+                    *(quantile(units, summary, percentile, unit) for percentile in (5, 25, 50, 75, 95)),
+                    f"{summary.nan_count:,}" if summary.nan_count else "",
+                )
+            )
         return Table(
             ("metric", "mean ± 95% CI", "P5", "P25", "median", "P75", "P95", "undefined paths"),
             tuple(rows),
@@ -449,7 +603,9 @@ class _View:
         )
 
 
-def _catalogue(message: Message, labels: dict[str, tuple[str, Any]], default: Any) -> list[tuple[str, tuple[str, Any]]]:
+def _catalogue(
+    message: Message, labels: dict[str, tuple[str, Any]], default: Any
+) -> list[tuple[str, tuple[str, Any]]]:
     """(field, (label, kind)) for each field of ``message`` but ``year``, in catalogue order, then the fields
     the catalogue does not know yet, under their own names and the ``default`` kind."""
     names = [field.name for field in message.DESCRIPTOR.fields if field.name != "year"]
@@ -466,7 +622,11 @@ def _rgba_sign(value: float) -> str:
 
 
 def _nan_caption(metric: str, marked: str, nan_count: int) -> str:
-    shown = f"{metric} of every path" if not nan_count else (
-        f"{metric} of the paths where it is defined ({nan_count:,} path(s) have none and are not shown)"
+    shown = (
+        f"{metric} of every path"
+        if not nan_count
+        else (
+            f"{metric} of the paths where it is defined ({nan_count:,} path(s) have none and are not shown)"
+        )
     )
     return f"{shown}, with {marked} and the mean marked."

@@ -77,5 +77,6 @@ def _contract_message(data: dict[str, Any], path: Path) -> Message:
             problems.append(f"as {kind.message.DESCRIPTOR.full_name}: {error}")
     raise SourceError(
         f"{path} is neither the output of `equihome-sim simulate --json` nor a result in protobuf JSON ("
-        + "; ".join(problems) + ")"
+        + "; ".join(problems)
+        + ")"
     )

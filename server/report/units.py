@@ -70,8 +70,12 @@ class Units:
         if unit is Unit.MULTIPLE:
             return {"tickformat": ".2f", "ticksuffix": "x", "hoverformat": ".3f"}
         if unit is Unit.MONEY:
-            return {"tickformat": ",.1f", "ticksuffix": "M", "hoverformat": ",.2f",
-                    "title": {"text": f"{self.currency} millions"}}  # fmt: skip
+            return {
+                "tickformat": ",.1f",
+                "ticksuffix": "M",
+                "hoverformat": ",.2f",
+                "title": {"text": f"{self.currency} millions"},
+            }
         if unit is Unit.YEARS:
             return {"tickformat": ".1f", "ticksuffix": " y"}
         return {"tickformat": ",.2f"}

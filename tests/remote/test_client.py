@@ -29,12 +29,14 @@ OK = grpc.StatusCode.OK
 class FakeServer:
     """A fake channel, the client on it, and the sleeps the client asked for (never really slept)."""
 
-    def __init__(self, policy: CallPolicy = CallPolicy()):
+    def __init__(self, policy: CallPolicy | None = None):
         self.timeouts: list[tuple[str, float | None]] = []
         self.channel = grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
         recorded = _TimeoutRecorder(self.channel, self.timeouts)
         self.sleeps: list[float] = []
-        self.client = SimulationClient(recorded, token="secret-token", policy=policy, sleep=self.sleeps.append)
+        self.client = SimulationClient(
+            recorded, token="secret-token", policy=policy, sleep=self.sleeps.append
+        )
         self._pool = ThreadPoolExecutor(1)
 
     def start(self, call: Callable[[SimulationClient], Any]) -> Future[Any]:
@@ -105,30 +107,60 @@ class NotImplementedYet(errors.ServiceError):
 
 
 REFUSALS = [
-    pytest.param(errors.InvalidArgument("bad", [("simulation.config.fees.expense_rate", "too high")],
-                                        reason="CONFIG_INVALID"), "simulation.config.fees.expense_rate: too high",
-                 id="INVALID_ARGUMENT"),
-    pytest.param(errors.NotFound(f"Simulation {NAME} does not exist.", reason="SIMULATION_NOT_FOUND",
-                                 metadata={"name": NAME}), "SIMULATION_NOT_FOUND", id="NOT_FOUND"),
-    pytest.param(errors.Unauthenticated("no token", reason="TOKEN_MISSING"), "EQUIHOME_TOKEN",
-                 id="UNAUTHENTICATED"),
-    pytest.param(errors.PermissionDenied("scope", reason="SCOPE_MISSING",
-                                         metadata={"required_scope": "simulation:read"}),
-                 "lacks the scope simulation:read", id="PERMISSION_DENIED"),
-    pytest.param(errors.FailedPrecondition("done", reason="RUN_STATE_CONFLICT"), "RUN_STATE_CONFLICT",
-                 id="FAILED_PRECONDITION"),
-    pytest.param(Exhausted("subscriber too slow", reason="SUBSCRIBER_TOO_SLOW"), "SUBSCRIBER_TOO_SLOW",
-                 id="RESOURCE_EXHAUSTED-without-RetryInfo"),
-    pytest.param(errors.Unavailable("shutting down", retry_after=600.0, reason="SHUTTING_DOWN"),
-                 "retrying in 600 s", id="UNAVAILABLE-delay-above-the-limit"),
+    pytest.param(
+        errors.InvalidArgument(
+            "bad", [("simulation.config.fees.expense_rate", "too high")], reason="CONFIG_INVALID"
+        ),
+        "simulation.config.fees.expense_rate: too high",
+        id="INVALID_ARGUMENT",
+    ),
+    pytest.param(
+        errors.NotFound(
+            f"Simulation {NAME} does not exist.", reason="SIMULATION_NOT_FOUND", metadata={"name": NAME}
+        ),
+        "SIMULATION_NOT_FOUND",
+        id="NOT_FOUND",
+    ),
+    pytest.param(
+        errors.Unauthenticated("no token", reason="TOKEN_MISSING"), "EQUIHOME_TOKEN", id="UNAUTHENTICATED"
+    ),
+    pytest.param(
+        errors.PermissionDenied(
+            "scope", reason="SCOPE_MISSING", metadata={"required_scope": "simulation:read"}
+        ),
+        "lacks the scope simulation:read",
+        id="PERMISSION_DENIED",
+    ),
+    pytest.param(
+        errors.FailedPrecondition("done", reason="RUN_STATE_CONFLICT"),
+        "RUN_STATE_CONFLICT",
+        id="FAILED_PRECONDITION",
+    ),
+    pytest.param(
+        Exhausted("subscriber too slow", reason="SUBSCRIBER_TOO_SLOW"),
+        "SUBSCRIBER_TOO_SLOW",
+        id="RESOURCE_EXHAUSTED-without-RetryInfo",
+    ),
+    pytest.param(
+        errors.Unavailable("shutting down", retry_after=600.0, reason="SHUTTING_DOWN"),
+        "retrying in 600 s",
+        id="UNAVAILABLE-delay-above-the-limit",
+    ),
     pytest.param(NotImplementedYet("later", reason="NOT_IMPLEMENTED"), "NOT_IMPLEMENTED", id="UNIMPLEMENTED"),
-    pytest.param(errors.DeadlineExceeded("too slow", reason="DEADLINE_TOO_SHORT"), "DEADLINE_TOO_SHORT",
-                 id="DEADLINE_EXCEEDED"),
-    pytest.param(errors.Cancelled("cancelled", reason="SIMULATION_CANCELLED"), "SIMULATION_CANCELLED",
-                 id="CANCELLED"),
-    pytest.param(errors.ServiceError("Internal error.", metadata={"correlation_id": "c-42"}),
-                 "correlation id c-42", id="INTERNAL"),
-]  # fmt: skip
+    pytest.param(
+        errors.DeadlineExceeded("too slow", reason="DEADLINE_TOO_SHORT"),
+        "DEADLINE_TOO_SHORT",
+        id="DEADLINE_EXCEEDED",
+    ),
+    pytest.param(
+        errors.Cancelled("cancelled", reason="SIMULATION_CANCELLED"), "SIMULATION_CANCELLED", id="CANCELLED"
+    ),
+    pytest.param(
+        errors.ServiceError("Internal error.", metadata={"correlation_id": "c-42"}),
+        "correlation id c-42",
+        id="INTERNAL",
+    ),
+]
 
 
 @pytest.mark.parametrize(("error", "explained"), REFUSALS)
@@ -144,9 +176,11 @@ def test_a_refusal_without_a_usable_retry_info_is_raised_at_once_and_explained(
     assert fake.sleeps == []
 
 
-def test_unavailable_without_retry_info_is_left_to_the_channel_and_says_where_it_looked(fake: FakeServer) -> None:
+def test_unavailable_without_retry_info_is_left_to_the_channel_and_says_where_it_looked(
+    fake: FakeServer,
+) -> None:
     future = fake.start(lambda client: client.get(NAME))
-    metadata, request, rpc = fake.channel.take_unary_unary(METHODS["GetSimulation"])
+    _, _, rpc = fake.channel.take_unary_unary(METHODS["GetSimulation"])
     rpc.terminate(None, (), grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
     with pytest.raises(RemoteError) as raised:
         future.result()
@@ -155,10 +189,14 @@ def test_unavailable_without_retry_info_is_left_to_the_channel_and_says_where_it
     assert fake.sleeps == []
 
 
-@pytest.mark.parametrize("error", [
-    errors.ResourceExhausted("every worker busy", retry_after=2.5, reason="RUN_CAPACITY_EXHAUSTED"),
-    errors.Unavailable("upstream down", retry_after=1.5, reason="UPSTREAM_UNAVAILABLE"),
-], ids=["RESOURCE_EXHAUSTED", "UNAVAILABLE"])  # fmt: skip
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.ResourceExhausted("every worker busy", retry_after=2.5, reason="RUN_CAPACITY_EXHAUSTED"),
+        errors.Unavailable("upstream down", retry_after=1.5, reason="UPSTREAM_UNAVAILABLE"),
+    ],
+    ids=["RESOURCE_EXHAUSTED", "UNAVAILABLE"],
+)
 def test_retry_info_is_honoured_with_the_servers_delay(fake: FakeServer, error: errors._Retryable) -> None:
     future = fake.start(lambda client: client.get(NAME))
     fake.answer("GetSimulation", error=error)
@@ -185,8 +223,12 @@ def test_a_retried_create_keeps_its_request_id_so_the_server_returns_the_first_j
     request = simulation_service_pb2.CreateSimulationRequest(simulation=Simulation(display_name="fund"))
     future = fake.start(lambda client: client.create(request))
     first = fake.answer("CreateSimulation", error=errors.ResourceExhausted("busy", retry_after=0.5))
-    second = fake.answer("CreateSimulation", simulation_service_pb2.CreateSimulationResponse(
-        simulation=Simulation(name=NAME, state=Simulation.STATE_PENDING)))  # fmt: skip
+    second = fake.answer(
+        "CreateSimulation",
+        simulation_service_pb2.CreateSimulationResponse(
+            simulation=Simulation(name=NAME, state=Simulation.STATE_PENDING)
+        ),
+    )
     assert future.result().name == NAME
     assert first.request_id and first.request_id == second.request_id
     assert first.simulation.display_name == "fund"
@@ -195,19 +237,33 @@ def test_a_retried_create_keeps_its_request_id_so_the_server_returns_the_first_j
 
 def test_list_follows_page_tokens_up_to_the_limit(fake: FakeServer) -> None:
     future = fake.start(lambda client: [sim.name for sim in client.list(page_size=2, limit=3)])
-    first = fake.answer("ListSimulations", simulation_service_pb2.ListSimulationsResponse(
-        simulations=[Simulation(name="simulations/a"), Simulation(name="simulations/b")], next_page_token="p2"))
-    second = fake.answer("ListSimulations", simulation_service_pb2.ListSimulationsResponse(
-        simulations=[Simulation(name="simulations/c"), Simulation(name="simulations/d")], next_page_token="p3"))
+    first = fake.answer(
+        "ListSimulations",
+        simulation_service_pb2.ListSimulationsResponse(
+            simulations=[Simulation(name="simulations/a"), Simulation(name="simulations/b")],
+            next_page_token="p2",
+        ),
+    )
+    second = fake.answer(
+        "ListSimulations",
+        simulation_service_pb2.ListSimulationsResponse(
+            simulations=[Simulation(name="simulations/c"), Simulation(name="simulations/d")],
+            next_page_token="p3",
+        ),
+    )
     assert future.result() == ["simulations/a", "simulations/b", "simulations/c"]
     assert (first.page_token, second.page_token) == ("", "p2")
-    assert all(timeout == CallPolicy().timeout_s for _, timeout in fake.timeouts)  # fmt: skip
+    assert all(timeout == CallPolicy().timeout_s for _, timeout in fake.timeouts)
 
 
 def test_cancel_sends_the_name_with_a_deadline(fake: FakeServer) -> None:
     future = fake.start(lambda client: client.cancel(NAME))
-    request = fake.answer("CancelSimulation", simulation_service_pb2.CancelSimulationResponse(
-        simulation=Simulation(name=NAME, state=Simulation.STATE_CANCELLED)))  # fmt: skip
+    request = fake.answer(
+        "CancelSimulation",
+        simulation_service_pb2.CancelSimulationResponse(
+            simulation=Simulation(name=NAME, state=Simulation.STATE_CANCELLED)
+        ),
+    )
     assert future.result().state == Simulation.STATE_CANCELLED
     assert request.name == NAME
     assert fake.timeouts == [(f"/{SERVICE.full_name}/CancelSimulation", CallPolicy().timeout_s)]
@@ -239,15 +295,20 @@ def test_watch_reconnects_after_a_broken_stream_and_drops_snapshots_it_has_seen(
     _, request, rpc = fake.channel.take_unary_stream(METHODS["WatchSimulation"])
     rpc.send_response(snapshot(2, Simulation.STATE_RUNNING, 0))
     rpc.send_response(snapshot(3, Simulation.STATE_RUNNING, 100))
-    assert [seen.get(timeout=10), seen.get(timeout=10)] == [(Simulation.STATE_RUNNING, 0),
-                                                            (Simulation.STATE_RUNNING, 100)]  # fmt: skip
+    assert [seen.get(timeout=10), seen.get(timeout=10)] == [
+        (Simulation.STATE_RUNNING, 0),
+        (Simulation.STATE_RUNNING, 100),
+    ]
     rpc.terminate((), grpc.StatusCode.UNAVAILABLE, "connection reset")
     _, again, rpc = fake.channel.take_unary_stream(METHODS["WatchSimulation"])
     rpc.send_response(snapshot(3, Simulation.STATE_RUNNING, 100))  # the current state, already seen
     rpc.send_response(snapshot(6, Simulation.STATE_SUCCEEDED, 300))
     rpc.terminate((), OK, "")
-    assert future.result() == [(Simulation.STATE_RUNNING, 0), (Simulation.STATE_RUNNING, 100),
-                               (Simulation.STATE_SUCCEEDED, 300)]  # fmt: skip
+    assert future.result() == [
+        (Simulation.STATE_RUNNING, 0),
+        (Simulation.STATE_RUNNING, 100),
+        (Simulation.STATE_SUCCEEDED, 300),
+    ]
     assert request == again and request.name == NAME
     assert fake.sleeps == [1.0]  # backoff of the first reconnect
     assert [timeout for _, timeout in fake.timeouts] == [CallPolicy().watch_window_s] * 2

@@ -8,12 +8,11 @@ listens on 127.0.0.1:50051; every setting can come from a flag, an ``EQUIHOME_*`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from pathlib import Path
 
 from server.app import AppServer, Lifecycle, ServiceBinding, serve
 from server.integration.runtime import IntegrationRuntime
@@ -127,13 +126,13 @@ class _LatestRecord(logging.Handler):
 
 
 def _program() -> str:
-    """How this command was invoked (``.venv/bin/equihome-sim`` from the repository root)."""
-    invoked = Path(sys.argv[0])
-    if invoked.name != "equihome-sim":
+    """How this command was invoked, relative to the working directory when it lies below it
+    (``.venv/bin/equihome-sim`` from the repository root)."""
+    invoked = os.path.abspath(sys.argv[0])
+    if os.path.basename(invoked) != "equihome-sim":
         return "equihome-sim"
-    with contextlib.suppress(ValueError):
-        return str(invoked.resolve().relative_to(Path.cwd()))
-    return str(invoked)
+    relative = os.path.relpath(invoked)
+    return invoked if relative.startswith("..") else relative
 
 
 async def run(settings: Settings) -> None:

@@ -43,7 +43,6 @@ from server.remote.client import (
     open_channel,
 )
 from server.report.headline import headline
-from server.report.units import Units
 
 Simulation = simulation_pb2.Simulation
 STATES = {name.removeprefix("STATE_").lower(): number for name, number in Simulation.State.items() if number}
@@ -80,7 +79,6 @@ def connection_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"deadline of each call (default {CallPolicy.timeout_s:g})",
     )
-    group.add_argument("--currency", default="AUD", help="currency of money in the output (default AUD)")
     return parser
 
 
@@ -194,7 +192,7 @@ def get(client: SimulationClient, args: argparse.Namespace, console: Console, er
         response = service_pb2.GetSimulationResponse(simulation=simulation)
         print(json_format.MessageToJson(response, indent=1))
         return 0
-    console.print(describe(simulation, Units(args.currency)))
+    console.print(describe(simulation))
     return 0
 
 
@@ -288,19 +286,18 @@ def _follow(
         )
         return INTERRUPTED_EXIT
     assert simulation is not None  # watch yields at least the terminal snapshot or raises
-    units = Units(args.currency)
-    console.print(describe(simulation, units))
+    console.print(describe(simulation))
     if simulation.state != Simulation.STATE_SUCCEEDED:
         return 1
     if args.report:
         from server.report.kinds import write_report  # Plotly is loaded only when a report is asked for
 
-        report = write_report(simulation, args.report, units)
+        report = write_report(simulation, args.report)
         console.print(f"report written to {args.report} ({len(report.charts())} charts)")
     return 0
 
 
-def describe(simulation: Simulation, units: Units) -> Table:
+def describe(simulation: Simulation) -> Table:
     """A job as a two-column table: what it is, where it is, how it ended, and its headline."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -320,7 +317,7 @@ def describe(simulation: Simulation, units: Units) -> Table:
     if simulation.HasField("error"):
         rows.append(("error", f"{_code_name(simulation.error.code)}: {simulation.error.message}"))
     if simulation.HasField("result") and simulation.HasField("effective_config"):
-        rows += [(item.label, f"{item.value}   {item.note}") for item in headline(simulation, units)]
+        rows += [(item.label, f"{item.value}   {item.note}") for item in headline(simulation)]
     for label, value in rows:
         if value:
             table.add_row(label, value)

@@ -9,7 +9,6 @@ browser, mail it, archive it (docs/report.md).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +20,6 @@ from server.remote_cli import connect, connection_parser
 from server.report.kinds import write_report
 from server.report.simulation_view import IncompleteResult
 from server.report.sources import SourceError, fetch_run, is_run_name, read_file
-from server.report.units import Units
-
-CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -41,10 +37,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="OUT.html",
         help="file to write (default: the source file with .html, or ID.html here)",
     )
-    args = parser.parse_args(argv)
-    if not CURRENCY.fullmatch(args.currency):
-        parser.error(f"--currency {args.currency!r} is not an ISO 4217 code such as AUD")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             message = read_file(Path(args.source))
             output = args.output or Path(args.source).with_suffix(".html")
-        report = write_report(message, output, Units(args.currency))
+        report = write_report(message, output)
     except (SourceError, IncompleteResult, OSError) as error:
         print(f"equihome-sim report: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from equihome.simulation.v1 import simulation_pb2, simulation_result_pb2
 from server.report.units import Unit, Units
+from simulation.config import FundTerms
+
+ENGINE_DEFAULT_CURRENCY = FundTerms.model_fields["currency"].default
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,8 @@ class Highlight:
     note: str = ""
 
 
-def headline(simulation: simulation_pb2.Simulation, units: Units) -> tuple[Highlight, ...]:
+def headline(simulation: simulation_pb2.Simulation) -> tuple[Highlight, ...]:
+    units = units_of(simulation)
     metrics, risk, config = simulation.result.metrics, simulation.result.risk, simulation.effective_config
     irr, moic = metrics.lp_net_irr, metrics.lp_moic
     hurdle, target = config.waterfall.hurdle_rate, config.reporting.target_irr
@@ -53,6 +57,13 @@ def headline(simulation: simulation_pb2.Simulation, units: Units) -> tuple[Highl
             f"GP total income {units.format(metrics.gp_total_income.mean, money)}",
         ),
     )
+
+
+def units_of(simulation: simulation_pb2.Simulation) -> Units:
+    """The units of a run's figures: its currency, from the result or else the config (runs stored before
+    results named it were in the engine's default currency)."""
+    currency = simulation.result.metadata.currency or simulation.effective_config.fund.currency
+    return Units(currency or ENGINE_DEFAULT_CURRENCY)
 
 
 def quantile(

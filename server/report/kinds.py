@@ -18,7 +18,6 @@ from google.protobuf.message import Message
 from equihome.simulation.v1 import simulation_pb2
 from server.report.page import Report, render_html
 from server.report.simulation_view import simulation_report
-from server.report.units import Units
 
 
 @dataclass(frozen=True)
@@ -26,10 +25,7 @@ class ResultKind:
     name: str
     message: type[Message]
     response_field: str
-    view: Callable[[Any, Units], Report]
-
-
-DEFAULT_CURRENCY = "AUD"  # the engine has no currency field; the default book is in Sydney (docs/report.md)
+    view: Callable[[Any], Report]  # the report of one result of this kind, in the result's own units
 
 
 KINDS: tuple[ResultKind, ...] = (
@@ -44,12 +40,12 @@ def kind_of(message: Message) -> ResultKind:
     raise TypeError(f"no report view for {message.DESCRIPTOR.full_name}")
 
 
-def build_report(message: Message, units: Units) -> Report:
-    return kind_of(message).view(message, units)
+def build_report(message: Message) -> Report:
+    return kind_of(message).view(message)
 
 
-def write_report(message: Message, path: Path, units: Units) -> Report:
+def write_report(message: Message, path: Path) -> Report:
     """Render the report of ``message`` into ``path`` and return what it shows."""
-    report = build_report(message, units)
+    report = build_report(message)
     path.write_text(render_html(report), encoding="utf-8")
     return report

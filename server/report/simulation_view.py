@@ -8,7 +8,6 @@ field name, so a new metric is never silently dropped.
 
 from __future__ import annotations
 
-from itertools import accumulate
 from typing import Any
 
 import plotly.graph_objects as go
@@ -19,7 +18,7 @@ from equihome.simulation.v1 import simulation_config_pb2, simulation_pb2, simula
 from equihome.type.v1 import zone_pb2
 from server.report import charts
 from server.report.charts import BLUE, ZONE_COLOURS, Band, Marker
-from server.report.headline import headline, quantile
+from server.report.headline import headline, quantile, units_of
 from server.report.page import Chart, Report, Section, Table
 from server.report.units import Unit, Units, plot_scale
 
@@ -57,47 +56,60 @@ RISK: dict[str, tuple[str, Unit]] = {
     "irr_cvar_95": ("IRR CVaR 95% (mean IRR of the worst 5%)", Unit.PERCENT),
     "irr_var_99": ("IRR VaR 99% (P1 of LP net IRR)", Unit.PERCENT),
     "irr_cvar_99": ("IRR CVaR 99% (mean IRR of the worst 1%)", Unit.PERCENT),
-    "capital_var_95": ("Capital VaR 95% (1 − LP MOIC, share of paid-in)", Unit.PERCENT),
-    "capital_cvar_95": ("Capital CVaR 95% (1 − LP MOIC, share of paid-in)", Unit.PERCENT),
-    "capital_var_99": ("Capital VaR 99% (1 − LP MOIC, share of paid-in)", Unit.PERCENT),
-    "capital_cvar_99": ("Capital CVaR 99% (1 − LP MOIC, share of paid-in)", Unit.PERCENT),
+    "capital_var_95": ("Capital VaR 95% (loss, share of LP paid-in)", Unit.PERCENT),
+    "capital_cvar_95": ("Capital CVaR 95% (mean loss of the worst 5%)", Unit.PERCENT),
+    "capital_var_99": ("Capital VaR 99% (loss, share of LP paid-in)", Unit.PERCENT),
+    "capital_cvar_99": ("Capital CVaR 99% (mean loss of the worst 1%)", Unit.PERCENT),
     "prob_hurdle": ("P(LP net IRR ≥ hurdle)", Unit.PERCENT),
     "prob_target_irr": ("P(LP net IRR ≥ target IRR)", Unit.PERCENT),
     "prob_target_multiple": ("P(LP MOIC ≥ target multiple)", Unit.PERCENT),
     "prob_loss": ("P(LP MOIC < 1)", Unit.PERCENT),
 }
-# CashFlowYear field → (label, role): a source (+) or use (−) of fund cash in the flows chart, a part of
-# another flow, or a level at the year end. Every field is a column of the yearly table.
-SOURCE, USE, PART, LEVEL = "source", "use", "part", "level"
+RISK_IN_RESULT = "standard_errors"  # RiskMetrics' own field holding the standard error of each figure
+NOT_FIGURES = ("year", RISK_IN_RESULT)  # fields of the catalogued messages that are not figures
+# CashFlowYear field → (label, role): a source (+) or use (−) of fund cash in the flows chart (they close
+# on the change of year-end cash), a part of the distributions, or a level at the year end. Every field
+# but a deprecated one is a column of the yearly table.
+SOURCE, USE, PART, LEVEL, DEPRECATED = "source", "use", "part", "level", "deprecated"
 CASH_FLOWS: dict[str, tuple[str, str]] = {
     "contributions": ("Capital called", SOURCE),
     "exit_proceeds": ("Exit proceeds", SOURCE),
     "recoveries": ("Recoveries", SOURCE),
-    "originations": ("Loans funded", USE),
+    "cash_interest": ("Interest on cash", SOURCE),
+    "fee_income": ("Fee income", SOURCE),
+    "initial_originations": ("Initial loans funded", USE),
+    "recycled_originations": ("Recycled loans funded", USE),
     "management_fees": ("Management fees", USE),
     "expenses": ("Expenses", USE),
     "distributions": ("Distributions", USE),
-    "carried_interest": ("of which carried interest", PART),
+    "distributions_lp": ("to LPs", PART),
+    "distributions_gp_commitment": ("to the GP commitment", PART),
+    "carried_interest": ("carried interest", PART),
+    "cash_end": ("Cash at year end", LEVEL),
     "nav": ("NAV at year end", LEVEL),
+    "originations": ("Loans funded (deprecated)", DEPRECATED),
 }
 FLOW_COLOURS = {
     "contributions": BLUE,
     "exit_proceeds": "#2e9e5b",
     "recoveries": "#86c79a",
-    "originations": "#c8372d",
+    "cash_interest": "#5fa8d3",
+    "fee_income": "#a3c4e0",
+    "initial_originations": "#c8372d",
+    "recycled_originations": "#e07a70",
     "management_fees": "#e8891c",
     "expenses": "#f2b36b",
     "distributions": "#8c5ab8",
 }
 ZONE_NAMES = {zone_pb2.ZONE_GREEN: "green", zone_pb2.ZONE_ORANGE: "orange", zone_pb2.ZONE_RED: "red"}
-LP_COLOUR, GP_COLOUR = BLUE, "#8c5ab8"
+LP_COLOUR, GP_COMMITMENT_COLOUR, CARRY_COLOUR = BLUE, "#7fa7cf", "#8c5ab8"
 
 
 class IncompleteResult(ValueError):
     """The simulation cannot be reported: it has no result or no effective config."""
 
 
-def simulation_report(simulation: Simulation, units: Units) -> Report:
+def simulation_report(simulation: Simulation) -> Report:
     if simulation.state != Simulation.STATE_SUCCEEDED or not simulation.HasField("result"):
         state = Simulation.State.Name(simulation.state)
         raise IncompleteResult(
@@ -105,6 +117,7 @@ def simulation_report(simulation: Simulation, units: Units) -> Report:
         )
     if not simulation.HasField("effective_config"):
         raise IncompleteResult("the simulation has no effective_config; read it in the SUMMARY or FULL view")
+    units = units_of(simulation)
     view = _View(simulation, units)
     return Report(
         title=simulation.display_name or "Fund simulation",
@@ -113,7 +126,7 @@ def simulation_report(simulation: Simulation, units: Units) -> Report:
             f"{units.currency}, rates annual"
         ),
         facts=view.facts(),
-        highlights=headline(simulation, units),
+        highlights=headline(simulation),
         sections=(
             view.j_curve(),
             view.multiples(),
@@ -147,6 +160,7 @@ class _View:
             ("Run", simulation.name or "local run (not stored)"),
             ("Portfolio", simulation.portfolio_id or "—"),
             ("Fund size", money(config.fund.size, Unit.MONEY)),
+            ("Loans in book", f"{metadata.loans_in_book:,}"),
             ("Term", f"{config.fund.term_years} years"),
             ("Waterfall", waterfall.removeprefix("WATERFALL_STRUCTURE_").lower()),
             ("Hurdle", self.units.format(config.waterfall.hurdle_rate, Unit.PERCENT)),
@@ -164,72 +178,35 @@ class _View:
     # Sections.
 
     def j_curve(self) -> Section:
-        """Cumulative net cash flow of the partners (distributions − capital called) at year ends."""
-        flows = self.result.cash_flows
-        net = [year.distributions - year.contributions for year in flows]
-        cumulative = [0.0, *accumulate(net)]
-        years = [0, *(year.year for year in flows)]
-        scale = plot_scale(Unit.MONEY)
+        """Cumulative LP net cash flow (distributions received − capital paid in) at year ends."""
+        bands = [_band(fan.cumulative_lp_net_cash) for fan in self.result.fan_chart]
         fig = charts.figure(self.units, Unit.MONEY, x_title="Fund year")
-        fig.add_trace(
-            go.Bar(
-                x=years[1:],
-                y=[value * scale for value in net],
-                name="net cash flow in the year",
-                marker={"color": [_rgba_sign(value) for value in net]},
-                hovertemplate=f"year %{{x}}: {self.units.hover(Unit.MONEY)}<extra>net flow</extra>",
-            )
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=years,
-                y=[value * scale for value in cumulative],
-                name="cumulative net cash flow",
-                mode="lines+markers",
-                line={"color": BLUE, "width": 3},
-                hovertemplate=f"end of year %{{x}}: {self.units.hover(Unit.MONEY)}<extra>cumulative</extra>",
-            )
-        )
-        trough = min(range(len(cumulative)), key=cumulative.__getitem__)
-        breakeven = next(
-            (year for year, value in zip(years[1:], cumulative[1:], strict=True) if value >= 0), None
-        )
+        fig.add_hline(y=0, line={"color": "#5b6877", "width": 1})
+        charts.add_fan(fig, self.units, Unit.MONEY, self.years, bands, name="Cumulative LP net cash flow")
+        medians = [band.p50 for band in bands]
+        trough = min(range(len(medians)), key=medians.__getitem__)
+        breakeven = next((year for year, value in zip(self.years, medians, strict=True) if value >= 0), None)
         distributions = charts.figure(self.units, Unit.MONEY, x_title="Fund year")
-        charts.add_fan(
-            distributions,
-            self.units,
-            Unit.MONEY,
-            self.years,
-            [_band(fan.cumulative_lp_distributions) for fan in self.result.fan_chart],
-            name="Cumulative LP distributions",
-        )
+        charts.add_fan(distributions, self.units, Unit.MONEY, self.years,
+                       [_band(fan.cumulative_lp_distributions) for fan in self.result.fan_chart],
+                       name="Cumulative LP distributions")  # fmt: skip
+        money = self.units.format
         return Section(
             "j-curve",
             "J-curve",
-            "Capital is called before loans pay back, so the partners' cumulative net cash flow "
-            "(distributions "
-            "received minus capital paid in, mean across paths) first falls and then recovers. The trough is "
-            f"{self.units.format(cumulative[trough], Unit.MONEY)} at the end of year {years[trough]}; "
-            + (
-                f"the mean turns positive in year {breakeven}."
-                if breakeven is not None
-                else "the mean does not turn positive within the term."
-            ),
+            "Capital is called before loans pay back, so the LPs' cumulative net cash flow (distributions "
+            "received minus capital paid in) first falls, then recovers. On the median path the trough is "
+            f"{money(medians[trough], Unit.MONEY)} at the end of year {self.years[trough]} "
+            f"(P5 {money(bands[trough].p5, Unit.MONEY)}); "
+            + (f"it turns positive in year {breakeven}." if breakeven is not None
+               else "it does not turn positive within the term."),
             (
-                Chart(
-                    "j-curve",
-                    fig,
-                    "Bars: net cash flow to the partners (LP and GP) in each fund year; line: "
-                    "cumulative. Year 1 includes the first call and the organisation costs at inception.",
-                ),
-                Chart(
-                    "lp-distributions",
-                    distributions,
-                    "Cumulative distributions to the LPs at year ends "
-                    "across paths: median, P25–P75 and P5–P95.",
-                ),
+                Chart("j-curve", fig, "Cumulative LP net cash flow at year ends across paths: median, "
+                      "P25–P75 and P5–P95. Year 1 includes the first call at inception."),
+                Chart("lp-distributions", distributions, "Cumulative distributions to the LPs at year ends "
+                      "across paths: median, P25–P75 and P5–P95."),
             ),
-        )
+        )  # fmt: skip
 
     def multiples(self) -> Section:
         fig = make_subplots(
@@ -326,80 +303,58 @@ class _View:
 
     def risk(self) -> Section:
         risk, units = self.result.risk, self.units
+        errors = risk.standard_errors if risk.HasField(RISK_IN_RESULT) else None
         rows = tuple(
-            (label, units.format(getattr(risk, field), unit))
+            (label, units.format(getattr(risk, field), unit),
+             units.format(getattr(errors, field), unit) if errors is not None else "n/a")
             for field, (label, unit) in _catalogue(risk, RISK, Unit.RATIO)
-        )
+        )  # fmt: skip
         reporting = self.config.reporting
         return Section(
             "risk",
             "Risk",
-            "Risk measures across paths of the LP outcome. Sharpe uses the risk-free rate "
+            "Risk measures across paths of the LP outcome, each with its Monte Carlo standard error (a "
+            "bootstrap of the paths). Sharpe uses the risk-free rate "
             f"{units.format(reporting.risk_free_rate, Unit.PERCENT)}, Sortino the minimum acceptable return "
             f"{units.format(reporting.min_acceptable_return, Unit.PERCENT)}. IRR VaR and CVaR are levels of "
-            "the IRR (low percentiles); capital VaR and CVaR are losses as a share of paid-in capital, "
-            "negative when "
-            "even the tail makes money.",
-            (Table(("measure", "value"), rows),),
+            "the IRR (low percentiles); capital VaR and CVaR are losses, max(0, 1 − LP MOIC), as a share of "
+            "LP paid-in capital: 0 means those paths get their capital back.",
+            (Table(("measure", "value", "standard error"), rows),),
         )
 
     def split(self) -> Section:
-        flows, units = self.result.cash_flows, self.units
+        flows, units, metrics = self.result.cash_flows, self.units, self.result.metrics
         scale = plot_scale(Unit.MONEY)
-        pro_rata = [year.distributions - year.carried_interest for year in flows]
-        carry = [year.carried_interest for year in flows]
-        fig = charts.figure(units, Unit.MONEY, x_title="Fund year")
-        for name, values, colour in (
-            ("to partners pro rata (LP and GP commitment)", pro_rata, LP_COLOUR),
-            ("carried interest to the GP", carry, GP_COLOUR),
-        ):
-            fig.add_trace(
-                go.Bar(
-                    x=[year.year for year in flows],
-                    y=[value * scale for value in values],
-                    name=name,
-                    marker={"color": colour},
-                    hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{name}</extra>",
-                )
-            )
-        fig.update_layout(barmode="stack")
-        total, total_carry = sum(year.distributions for year in flows), sum(carry)
-        share = total_carry / total if total else float("nan")
-        metrics = self.result.metrics
-        table = Table(
-            ("lifetime, mean per path", "amount", "share of distributions"),
-            (
-                (
-                    "Distributions",
-                    units.format(total, Unit.MONEY),
-                    units.format(1.0 if total else float("nan"), Unit.PERCENT),
-                ),
-                (
-                    "pro rata to the partners",
-                    units.format(total - total_carry, Unit.MONEY),
-                    units.format(1 - share, Unit.PERCENT),
-                ),
-                (
-                    "carried interest to the GP",
-                    units.format(total_carry, Unit.MONEY),
-                    units.format(share, Unit.PERCENT),
-                ),
-                (
-                    "GP total income (carry and fees)",
-                    units.format(metrics.gp_total_income.mean, Unit.MONEY),
-                    "",
-                ),
-            ),
+        parts = (
+            ("distributions_lp", "to the LPs", LP_COLOUR),
+            ("distributions_gp_commitment", "to the GP commitment", GP_COMMITMENT_COLOUR),
+            ("carried_interest", "carried interest to the GP", CARRY_COLOUR),
         )
+        fig = charts.figure(units, Unit.MONEY, x_title="Fund year")
+        for field, name, colour in parts:
+            fig.add_trace(go.Bar(
+                x=[year.year for year in flows], y=[getattr(year, field) * scale for year in flows], name=name,
+                marker={"color": colour},
+                hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{name}</extra>",
+            ))  # fmt: skip
+        fig.update_layout(barmode="relative")
+        total = sum(year.distributions for year in flows)
+        rows = [("Distributions", units.format(total, Unit.MONEY), _share(units, total, total))]
+        for field, name, _ in parts:
+            amount = sum(getattr(year, field) for year in flows)
+            rows.append((name, units.format(amount, Unit.MONEY), _share(units, amount, total)))
+        rows.append(("GP total income (carry and fees)", units.format(metrics.gp_total_income.mean, Unit.MONEY),
+                     ""))  # fmt: skip
         return Section(
             "split",
             "LP/GP split of distributions",
-            "Mean distributions per fund year, split between what the partners receive in proportion to "
-            "their commitments and the GP's carried interest "
-            f"({units.format(self.config.waterfall.carry_rate, Unit.PERCENT)}"
-            " above the hurdle, after catch-up).",
-            (Chart("split", fig, "Stacked: the bar height is the year's total distributions."), table),
-        )
+            "Mean distributions per fund year by recipient: the LPs and the GP commitment in proportion to "
+            "their commitments, and the GP's carried interest "
+            f"({units.format(self.config.waterfall.carry_rate, Unit.PERCENT)} above the "
+            f"{units.format(self.config.waterfall.hurdle_rate, Unit.PERCENT)} hurdle, after catch-up).",
+            (Chart("split", fig, "Stacked: the bar height is the year's total distributions."),
+             Table(("lifetime, mean per path", "amount", "share of distributions"), tuple(rows))),
+        )  # fmt: skip
 
     def nav(self) -> Section:
         fig = charts.figure(self.units, Unit.MONEY, x_title="Fund year")
@@ -422,90 +377,81 @@ class _View:
     def cash_flows(self) -> Section:
         flows, units = self.result.cash_flows, self.units
         scale = plot_scale(Unit.MONEY)
+        catalogue = [(field, entry) for field, entry in _catalogue(simulation_result_pb2.CashFlowYear(), CASH_FLOWS,
+                                                                  PART) if entry[1] != DEPRECATED]  # fmt: skip
+        years = [year.year for year in flows]
         fig = charts.figure(units, Unit.MONEY, x_title="Fund year")
-        for field, (label, role) in _catalogue(simulation_result_pb2.CashFlowYear(), CASH_FLOWS, PART):
+        for field, (label, role) in catalogue:
             if role not in (SOURCE, USE):
                 continue
             sign = 1 if role == SOURCE else -1
-            fig.add_trace(
-                go.Bar(
-                    x=[year.year for year in flows],
-                    y=[sign * getattr(year, field) * scale for year in flows],
-                    name=f"{label} ({'+' if role == SOURCE else '−'})",
-                    marker={"color": FLOW_COLOURS.get(field)},
-                    hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{label}</extra>",
-                )
-            )
+            fig.add_trace(go.Bar(
+                x=years, y=[sign * getattr(year, field) * scale for year in flows],
+                name=f"{label} ({'+' if role == SOURCE else '−'})", marker={"color": FLOW_COLOURS.get(field)},
+                hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{label}</extra>",
+            ))  # fmt: skip
+        changes = [
+            year.cash_end - previous for year, previous in zip(flows, [0.0, *(y.cash_end for y in flows)])
+        ]
+        fig.add_trace(go.Scatter(
+            x=years, y=[change * scale for change in changes], mode="markers", name="change in cash",
+            marker={"symbol": "diamond", "size": 9, "color": "#1d2733"},
+            hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>change in year-end cash</extra>",
+        ))  # fmt: skip
         fig.update_layout(barmode="relative")
-        catalogue = list(_catalogue(simulation_result_pb2.CashFlowYear(), CASH_FLOWS, PART))
         table = Table(
             ("year", *(label for _, (label, _) in catalogue)),
-            tuple(
-                (str(year.year), *(units.millions(getattr(year, field)) for field, _ in catalogue))
-                for year in flows
-            ),
-            caption=f"Mean across paths, {units.currency} millions. Year 1 includes month 0 (the first call "
-            "and "
-            "the organisation costs).",
-        )
+            tuple((str(year.year), *(units.millions(getattr(year, field)) for field, _ in catalogue)) for year in flows),
+            caption=f"Mean across paths, {units.currency} millions. Year 1 includes month 0 (the first call and the "
+            "organisation costs). Each year closes: sources − uses = change in year-end cash; the three "
+            "recipients add up to the distributions.",
+        )  # fmt: skip
         return Section(
             "cash-flows",
             "Cash flows by year",
-            "Mean fund cash flows per year: sources of cash above the axis, uses below it.",
-            (Chart("cash-flows", fig, "Sources (+) and uses (−) of fund cash, mean across paths."), table),
-        )
+            "Mean fund cash flows per year: sources of cash above the axis, uses below it, and the change in "
+            "the fund's year-end cash they add up to.",
+            (Chart("cash-flows", fig, "Sources (+) and uses (−) of fund cash, mean across paths; the diamonds "
+                   "mark each year's change in cash."), table),
+        )  # fmt: skip
 
     def credit(self) -> Section:
-        units = self.units
+        units, market = self.units, self.config.market
         credit = sorted(self.result.credit, key=lambda zone: zone.zone)
-        measures = (
-            ("probability_of_default", "PD (lifetime)"),
-            ("loss_given_default", "LGD"),
-            ("expected_loss", "Expected loss"),
-        )
+        measures = (("annual_default_rate", "PD (annual)"), ("probability_of_default", "PD (lifetime)"),
+                    ("loss_given_default", "LGD"), ("expected_loss", "Expected loss"))  # fmt: skip
         fig = charts.figure(units, Unit.PERCENT, x_title="")
         for zone in credit:
             name = ZONE_NAMES.get(zone.zone, str(zone.zone))
-            fig.add_trace(
-                go.Bar(
-                    x=[label for _, label in measures],
-                    y=[getattr(zone, field) for field, _ in measures],
-                    name=name,
-                    marker={"color": ZONE_COLOURS.get(name, BLUE)},
-                    hovertemplate=f"{name} %{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
-                )
-            )
+            fig.add_trace(go.Bar(
+                x=[label for _, label in measures], y=[getattr(zone, field) for field, _ in measures], name=name,
+                marker={"color": ZONE_COLOURS.get(name, BLUE)},
+                hovertemplate=f"{name} %{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
+            ))  # fmt: skip
         fig.update_layout(barmode="group")
+        rows = []
+        for zone in credit:
+            name = ZONE_NAMES.get(zone.zone, str(zone.zone))
+            configured = getattr(market, name).default_hazard if name in ZONE_COLOURS else float("nan")
+            rows.append((
+                name, units.format(zone.loan_count, Unit.COUNT), units.format(zone.exposure, Unit.MONEY),
+                units.format(configured, Unit.PERCENT), units.format(zone.annual_default_rate, Unit.PERCENT),
+                units.format(zone.probability_of_default, Unit.PERCENT),
+                units.format(zone.loss_given_default, Unit.PERCENT), units.format(zone.expected_loss, Unit.PERCENT),
+            ))  # fmt: skip
         table = Table(
-            (
-                "zone",
-                "loans funded per path",
-                "principal funded per path",
-                "PD (lifetime)",
-                "LGD",
-                "expected loss",
-            ),
-            tuple(
-                (
-                    ZONE_NAMES.get(zone.zone, str(zone.zone)),
-                    units.format(zone.loan_count, Unit.COUNT),
-                    units.format(zone.exposure, Unit.MONEY),
-                    units.format(zone.probability_of_default, Unit.PERCENT),
-                    units.format(zone.loss_given_default, Unit.PERCENT),
-                    units.format(zone.expected_loss, Unit.PERCENT),
-                )
-                for zone in credit
-            ),
-            caption="Means per path over the fund life, pooled across paths; LGD is n/a where nothing "
-            "defaulted.",
-        )
+            ("zone", "loans funded per path", "principal funded per path", "PD configured (annual)",
+             "PD realised (annual)", "PD (lifetime)", "LGD", "expected loss"),
+            tuple(rows),
+            caption="Means per path over the fund life, pooled across paths; LGD is n/a where nothing defaulted.",
+        )  # fmt: skip
         return Section(
             "credit",
             "Credit by zone",
-            "Defaults and losses per Traffic Light zone over the fund life, recycled loans included. PD is "
+            "Defaults and losses per Traffic Light zone over the fund life, recycled loans included. Annual "
+            "PD is defaults per loan-year on the book, to compare with the configured hazard; lifetime PD is "
             "defaulted loans over loans funded; LGD is one minus recoveries over the claim of defaulted "
-            "loans; "
-            "expected loss is credit losses over principal funded.",
+            "loans; expected loss is credit losses over principal funded.",
             (Chart("credit", fig), table),
         )
 
@@ -606,9 +552,9 @@ class _View:
 def _catalogue(
     message: Message, labels: dict[str, tuple[str, Any]], default: Any
 ) -> list[tuple[str, tuple[str, Any]]]:
-    """(field, (label, kind)) for each field of ``message`` but ``year``, in catalogue order, then the fields
-    the catalogue does not know yet, under their own names and the ``default`` kind."""
-    names = [field.name for field in message.DESCRIPTOR.fields if field.name != "year"]
+    """(field, (label, kind)) for each figure of ``message``, in catalogue order, then the figures the
+    catalogue does not know yet, under their own names and the ``default`` kind."""
+    names = [field.name for field in message.DESCRIPTOR.fields if field.name not in NOT_FIGURES]
     known = [(name, labels[name]) for name in labels if name in names]
     return known + [(name, (name.replace("_", " "), default)) for name in names if name not in labels]
 
@@ -617,8 +563,8 @@ def _band(band: simulation_result_pb2.FanBand) -> Band:
     return Band(band.p5, band.p25, band.p50, band.p75, band.p95)
 
 
-def _rgba_sign(value: float) -> str:
-    return "rgba(46,158,91,0.55)" if value >= 0 else "rgba(200,55,45,0.55)"
+def _share(units: Units, amount: float, total: float) -> str:
+    return units.format(amount / total, Unit.PERCENT) if total else "n/a"
 
 
 def _nan_caption(metric: str, marked: str, nan_count: int) -> str:

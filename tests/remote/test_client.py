@@ -35,7 +35,7 @@ class FakeServer:
         recorded = _TimeoutRecorder(self.channel, self.timeouts)
         self.sleeps: list[float] = []
         self.client = SimulationClient(
-            recorded, token="secret-token", policy=policy, sleep=self.sleeps.append
+            recorded, token="secret-token", policy=policy or CallPolicy(), sleep=self.sleeps.append
         )
         self._pool = ThreadPoolExecutor(1)
 

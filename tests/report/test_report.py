@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from equihome.simulation.v1 import simulation_pb2, simulation_result_pb2
 from equihome.simulation.v1 import simulation_service_pb2 as service_pb2
-from server.mapping.engine_json import EngineJsonError, engine_result
+from server.mapping.engine_json import EngineJsonError, engine_document, engine_result
 from server.mapping.result import result_to_proto
 from server.report import simulation_view
 from server.report.kinds import build_report, write_report
@@ -78,7 +78,7 @@ def test_an_engine_json_without_its_config_or_a_field_is_refused_with_the_field_
 
 def test_the_report_shows_the_results_numbers_in_their_units(result_file: Path) -> None:
     simulation = read_file(result_file)
-    html = render_html(build_report(simulation, AUD))
+    html = render_html(build_report(simulation))
     result, config = simulation.result, simulation.effective_config
     text = _visible_text(html)
     irr = result.metrics.lp_net_irr
@@ -89,12 +89,11 @@ def test_the_report_shows_the_results_numbers_in_their_units(result_file: Path) 
     carry = sum(year.carried_interest for year in result.cash_flows)
     paid = sum(year.distributions for year in result.cash_flows)
     assert f"{carry / paid * 100:.2f}%" in text
-    # The J-curve's trough: the lowest cumulative (distributions − contributions), summed by hand.
-    running, trough = 0.0, 0.0
-    for year in result.cash_flows:
-        running += year.distributions - year.contributions
-        trough = min(trough, running)
-    assert f"The trough is AUD {trough / 1e6:,.2f}M" in text
+    # The J-curve's trough: the lowest median of the cumulative LP net cash flow, and its year.
+    trough = min(result.fan_chart, key=lambda fan: fan.cumulative_lp_net_cash.p50)
+    assert (
+        f"the trough is AUD {trough.cumulative_lp_net_cash.p50 / 1e6:,.2f}M at the end of year {trough.year}"
+    ) in text
     # Money in the yearly table is in millions, as its caption says.
     first = result.cash_flows[0]
     assert f"<td>{first.contributions / 1e6:,.2f}</td>" in html
@@ -109,12 +108,12 @@ def test_every_contract_field_has_a_label_and_a_unit() -> None:
         simulation_result_pb2.CashFlowYear: simulation_view.CASH_FLOWS,
     }
     for message, catalogue in catalogues.items():
-        fields = {field.name for field in message.DESCRIPTOR.fields} - {"year"}
+        fields = {field.name for field in message.DESCRIPTOR.fields} - set(simulation_view.NOT_FIGURES)
         assert fields == set(catalogue), message.DESCRIPTOR.name
 
 
 def test_the_simulation_view_has_at_least_six_charts_each_with_data(result_file: Path) -> None:
-    report = build_report(read_file(result_file), AUD)
+    report = build_report(read_file(result_file))
     charts = report.charts()
     assert len(charts) >= 6
     assert len({chart.key for chart in charts}) == len(charts)
@@ -132,10 +131,12 @@ def test_the_page_loads_nothing_and_escapes_names(result_file: Path, tmp_path: P
     simulation.display_name = hostile
     simulation.portfolio_id = hostile
     simulation.result.concentration.region_shares[0].region = hostile
-    html = render_html(build_report(simulation, AUD))
+    html = render_html(build_report(simulation))
     assert hostile not in html
     assert "<script>alert" not in html and "<img" not in html
-    assert not re.search(r"""<(script|img|link|iframe)[^>]+(src|href)\s*=\s*["']?(https?:)?//""", html, re.IGNORECASE)
+    assert not re.search(
+        r"""<(script|img|link|iframe)[^>]+(src|href)\s*=\s*["']?(https?:)?//""", html, re.IGNORECASE
+    )
     assert "default-src 'none'" in html  # the page's CSP forbids any fetch
 
 
@@ -170,27 +171,34 @@ def test_only_a_succeeded_run_with_its_config_has_a_report(result_file: Path) ->
     simulation = read_file(result_file)
     running = Simulation(name="simulations/x", state=Simulation.STATE_RUNNING)
     with pytest.raises(IncompleteResult, match="STATE_RUNNING"):
-        build_report(running, AUD)
+        build_report(running)
     simulation.ClearField("effective_config")
     with pytest.raises(IncompleteResult, match="SUMMARY"):
-        build_report(simulation, AUD)
+        build_report(simulation)
 
 
 def test_the_report_command_writes_one_file(result_file: Path, tmp_path: Path, capsys: Any) -> None:
-    assert report_main([str(result_file), "--currency", "EUR"]) == 0
+    assert report_main([str(result_file)]) == 0
     output = result_file.with_suffix(".html")
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([result_file.name, output.name])
-    assert "EUR" in output.read_text()
     assert "report written to" in capsys.readouterr().out
     assert report_main([str(tmp_path / "missing.json")]) == 2
     assert "cannot read" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        report_main([str(result_file), "--currency", "dollars"])
+
+
+def test_money_is_in_the_funds_currency(engine_json: dict[str, Any], tmp_path: Path) -> None:
+    config = load_config(
+        copy.deepcopy(engine_json["config"]) | {"fund": engine_json["config"]["fund"] | {"currency": "EUR"}}
+    )
+    path = tmp_path / "euro_fund.json"
+    path.write_text(json.dumps(engine_document(run(config), config)))
+    text = _visible_text(render_html(build_report(read_file(path))))
+    assert "money in EUR" in text and "EUR millions" in text and "AUD" not in text
 
 
 def test_write_report_returns_what_it_wrote(result_file: Path, tmp_path: Path) -> None:
     output = tmp_path / "out.html"
-    report = write_report(read_file(result_file), output, AUD)
+    report = write_report(read_file(result_file), output)
     html = output.read_text()
     assert all(f'id="chart-{chart.key}"' in html for chart in report.charts())
     assert html.count('<figure class="chart"') == len(report.charts())

@@ -73,7 +73,8 @@ def banner(app: AppServer) -> str:
     program = _program()
     data = settings.data_dir if settings.data_dir.is_absolute() else f"./{settings.data_dir}"
     server = "" if address == DEFAULT_SERVER else f" --server {address}"
-    lines = [f"equihome-sim is serving gRPC on {address} (data in {data}, integrations {settings.integrations})"]
+    integrations = settings.integrations
+    lines = [f"equihome-sim is serving gRPC on {address} (data in {data}, integrations {integrations})"]
     if settings.auth_mode == "dev_key":
         default_dir = settings.data_dir == Settings.model_fields["data_dir"].default
         data_dir = "" if default_dir else f" --data-dir {settings.data_dir}"
@@ -83,8 +84,8 @@ def banner(app: AppServer) -> str:
     else:
         lines.append(f"  token    from your identity provider ({settings.auth_mode}), in ${TOKEN_ENV}")
     lines += [
-        f'  try      grpcurl -plaintext -H "authorization: Bearer ${TOKEN_ENV}" -d \'{{"page_size": 5}}\' {address} '
-        "equihome.simulation.v1.SimulationService/ListSimulations",
+        f'  try      grpcurl -plaintext -H "authorization: Bearer ${TOKEN_ENV}" -d \'{{"page_size": 5}}\' '
+        f"{address} equihome.simulation.v1.SimulationService/ListSimulations",
         f"  run      {program} remote create docs/examples/api/create_simulation_default_fund.json "
         f"--report report.html{server}",
         f"  report   {program} report simulations/ID{server}   (an offline HTML file; docs/report.md)",

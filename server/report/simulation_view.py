@@ -187,9 +187,14 @@ class _View:
         trough = min(range(len(medians)), key=medians.__getitem__)
         breakeven = next((year for year, value in zip(self.years, medians, strict=True) if value >= 0), None)
         distributions = charts.figure(self.units, Unit.MONEY, x_title="Fund year")
-        charts.add_fan(distributions, self.units, Unit.MONEY, self.years,
-                       [_band(fan.cumulative_lp_distributions) for fan in self.result.fan_chart],
-                       name="Cumulative LP distributions")  # fmt: skip
+        charts.add_fan(
+            distributions,
+            self.units,
+            Unit.MONEY,
+            self.years,
+            [_band(fan.cumulative_lp_distributions) for fan in self.result.fan_chart],
+            name="Cumulative LP distributions",
+        )
         money = self.units.format
         return Section(
             "j-curve",
@@ -198,15 +203,26 @@ class _View:
             "received minus capital paid in) first falls, then recovers. On the median path the trough is "
             f"{money(medians[trough], Unit.MONEY)} at the end of year {self.years[trough]} "
             f"(P5 {money(bands[trough].p5, Unit.MONEY)}); "
-            + (f"it turns positive in year {breakeven}." if breakeven is not None
-               else "it does not turn positive within the term."),
-            (
-                Chart("j-curve", fig, "Cumulative LP net cash flow at year ends across paths: median, "
-                      "P25–P75 and P5–P95. Year 1 includes the first call at inception."),
-                Chart("lp-distributions", distributions, "Cumulative distributions to the LPs at year ends "
-                      "across paths: median, P25–P75 and P5–P95."),
+            + (
+                f"it turns positive in year {breakeven}."
+                if breakeven is not None
+                else "it does not turn positive within the term."
             ),
-        )  # fmt: skip
+            (
+                Chart(
+                    "j-curve",
+                    fig,
+                    "Cumulative LP net cash flow at year ends across paths: median, "
+                    "P25–P75 and P5–P95. Year 1 includes the first call at inception.",
+                ),
+                Chart(
+                    "lp-distributions",
+                    distributions,
+                    "Cumulative distributions to the LPs at year ends "
+                    "across paths: median, P25–P75 and P5–P95.",
+                ),
+            ),
+        )
 
     def multiples(self) -> Section:
         fig = make_subplots(
@@ -264,7 +280,6 @@ class _View:
                 "dot",
             ),
         ]
-        irr_histogram, moic_histogram = result.lp_net_irr_histogram, result.lp_moic_histogram
         return Section(
             "returns",
             "Distribution of returns",
@@ -273,29 +288,21 @@ class _View:
             "and every per-path metric summarised. Means carry their 95% confidence interval "
             "(1.96 standard errors of the Monte Carlo mean).",
             (
-                Chart(
+                self._histogram(
                     "irr-histogram",
-                    charts.histogram(
-                        units,
-                        Unit.PERCENT,
-                        irr_histogram.bin_edges,
-                        irr_histogram.counts,
-                        x_title="LP net IRR (annual)",
-                        markers=irr_markers,
-                    ),
-                    _nan_caption("LP net IRR", "the hurdle, the target IRR", irr_histogram.nan_count),
+                    "LP net IRR",
+                    Unit.PERCENT,
+                    result.lp_net_irr_histogram,
+                    irr_markers,
+                    "the hurdle, the target IRR",
                 ),
-                Chart(
+                self._histogram(
                     "moic-histogram",
-                    charts.histogram(
-                        units,
-                        Unit.MULTIPLE,
-                        moic_histogram.bin_edges,
-                        moic_histogram.counts,
-                        x_title="LP MOIC",
-                        markers=moic_markers,
-                    ),
-                    _nan_caption("LP MOIC", "1.00x, the target multiple", moic_histogram.nan_count),
+                    "LP MOIC",
+                    Unit.MULTIPLE,
+                    result.lp_moic_histogram,
+                    moic_markers,
+                    "1.00x, the target multiple",
                 ),
                 self._metrics_table(),
             ),
@@ -305,10 +312,13 @@ class _View:
         risk, units = self.result.risk, self.units
         errors = risk.standard_errors if risk.HasField(RISK_IN_RESULT) else None
         rows = tuple(
-            (label, units.format(getattr(risk, field), unit),
-             units.format(getattr(errors, field), unit) if errors is not None else "n/a")
+            (
+                label,
+                units.format(getattr(risk, field), unit),
+                units.format(getattr(errors, field), unit) if errors is not None else "n/a",
+            )
             for field, (label, unit) in _catalogue(risk, RISK, Unit.RATIO)
-        )  # fmt: skip
+        )
         reporting = self.config.reporting
         return Section(
             "risk",
@@ -332,19 +342,24 @@ class _View:
         )
         fig = charts.figure(units, Unit.MONEY, x_title="Fund year")
         for field, name, colour in parts:
-            fig.add_trace(go.Bar(
-                x=[year.year for year in flows], y=[getattr(year, field) * scale for year in flows], name=name,
-                marker={"color": colour},
-                hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{name}</extra>",
-            ))  # fmt: skip
+            fig.add_trace(
+                go.Bar(
+                    x=[year.year for year in flows],
+                    y=[getattr(year, field) * scale for year in flows],
+                    name=name,
+                    marker={"color": colour},
+                    hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{name}</extra>",
+                )
+            )
         fig.update_layout(barmode="relative")
         total = sum(year.distributions for year in flows)
         rows = [("Distributions", units.format(total, Unit.MONEY), _share(units, total, total))]
         for field, name, _ in parts:
             amount = sum(getattr(year, field) for year in flows)
             rows.append((name, units.format(amount, Unit.MONEY), _share(units, amount, total)))
-        rows.append(("GP total income (carry and fees)", units.format(metrics.gp_total_income.mean, Unit.MONEY),
-                     ""))  # fmt: skip
+        rows.append(
+            ("GP total income (carry and fees)", units.format(metrics.gp_total_income.mean, Unit.MONEY), "")
+        )
         return Section(
             "split",
             "LP/GP split of distributions",
@@ -352,9 +367,11 @@ class _View:
             "their commitments, and the GP's carried interest "
             f"({units.format(self.config.waterfall.carry_rate, Unit.PERCENT)} above the "
             f"{units.format(self.config.waterfall.hurdle_rate, Unit.PERCENT)} hurdle, after catch-up).",
-            (Chart("split", fig, "Stacked: the bar height is the year's total distributions."),
-             Table(("lifetime, mean per path", "amount", "share of distributions"), tuple(rows))),
-        )  # fmt: skip
+            (
+                Chart("split", fig, "Stacked: the bar height is the year's total distributions."),
+                Table(("lifetime, mean per path", "amount", "share of distributions"), tuple(rows)),
+            ),
+        )
 
     def nav(self) -> Section:
         fig = charts.figure(self.units, Unit.MONEY, x_title="Fund year")
@@ -377,74 +394,119 @@ class _View:
     def cash_flows(self) -> Section:
         flows, units = self.result.cash_flows, self.units
         scale = plot_scale(Unit.MONEY)
-        catalogue = [(field, entry) for field, entry in _catalogue(simulation_result_pb2.CashFlowYear(), CASH_FLOWS,
-                                                                  PART) if entry[1] != DEPRECATED]  # fmt: skip
+        catalogue = [
+            (field, entry)
+            for field, entry in _catalogue(simulation_result_pb2.CashFlowYear(), CASH_FLOWS, PART)
+            if entry[1] != DEPRECATED
+        ]
         years = [year.year for year in flows]
         fig = charts.figure(units, Unit.MONEY, x_title="Fund year")
         for field, (label, role) in catalogue:
             if role not in (SOURCE, USE):
                 continue
             sign = 1 if role == SOURCE else -1
-            fig.add_trace(go.Bar(
-                x=years, y=[sign * getattr(year, field) * scale for year in flows],
-                name=f"{label} ({'+' if role == SOURCE else '−'})", marker={"color": FLOW_COLOURS.get(field)},
-                hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{label}</extra>",
-            ))  # fmt: skip
+            fig.add_trace(
+                go.Bar(
+                    x=years,
+                    y=[sign * getattr(year, field) * scale for year in flows],
+                    name=f"{label} ({'+' if role == SOURCE else '−'})",
+                    marker={"color": FLOW_COLOURS.get(field)},
+                    hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>{label}</extra>",
+                )
+            )
         changes = [
             year.cash_end - previous for year, previous in zip(flows, [0.0, *(y.cash_end for y in flows)])
         ]
-        fig.add_trace(go.Scatter(
-            x=years, y=[change * scale for change in changes], mode="markers", name="change in cash",
-            marker={"symbol": "diamond", "size": 9, "color": "#1d2733"},
-            hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>change in year-end cash</extra>",
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=years,
+                y=[change * scale for change in changes],
+                mode="markers",
+                name="change in cash",
+                marker={"symbol": "diamond", "size": 9, "color": "#1d2733"},
+                hovertemplate=f"year %{{x}}: {units.hover(Unit.MONEY)}<extra>change in year-end cash</extra>",
+            )
+        )
         fig.update_layout(barmode="relative")
         table = Table(
             ("year", *(label for _, (label, _) in catalogue)),
-            tuple((str(year.year), *(units.millions(getattr(year, field)) for field, _ in catalogue)) for year in flows),
-            caption=f"Mean across paths, {units.currency} millions. Year 1 includes month 0 (the first call and the "
-            "organisation costs). Each year closes: sources − uses = change in year-end cash; the three "
-            "recipients add up to the distributions.",
-        )  # fmt: skip
+            tuple(
+                (str(year.year), *(units.millions(getattr(year, field)) for field, _ in catalogue))
+                for year in flows
+            ),
+            caption=f"Mean across paths, {units.currency} millions. Year 1 includes month 0 (the first call "
+            "and the organisation costs). Each year closes: sources − uses = change in year-end cash; the "
+            "three recipients add up to the distributions.",
+        )
         return Section(
             "cash-flows",
             "Cash flows by year",
             "Mean fund cash flows per year: sources of cash above the axis, uses below it, and the change in "
             "the fund's year-end cash they add up to.",
-            (Chart("cash-flows", fig, "Sources (+) and uses (−) of fund cash, mean across paths; the diamonds "
-                   "mark each year's change in cash."), table),
-        )  # fmt: skip
+            (
+                Chart(
+                    "cash-flows",
+                    fig,
+                    "Sources (+) and uses (−) of fund cash, mean across paths; the diamonds "
+                    "mark each year's change in cash.",
+                ),
+                table,
+            ),
+        )
 
     def credit(self) -> Section:
         units, market = self.units, self.config.market
         credit = sorted(self.result.credit, key=lambda zone: zone.zone)
-        measures = (("annual_default_rate", "PD (annual)"), ("probability_of_default", "PD (lifetime)"),
-                    ("loss_given_default", "LGD"), ("expected_loss", "Expected loss"))  # fmt: skip
+        measures = (
+            ("annual_default_rate", "PD (annual)"),
+            ("probability_of_default", "PD (lifetime)"),
+            ("loss_given_default", "LGD"),
+            ("expected_loss", "Expected loss"),
+        )
         fig = charts.figure(units, Unit.PERCENT, x_title="")
         for zone in credit:
             name = ZONE_NAMES.get(zone.zone, str(zone.zone))
-            fig.add_trace(go.Bar(
-                x=[label for _, label in measures], y=[getattr(zone, field) for field, _ in measures], name=name,
-                marker={"color": ZONE_COLOURS.get(name, BLUE)},
-                hovertemplate=f"{name} %{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
-            ))  # fmt: skip
+            fig.add_trace(
+                go.Bar(
+                    x=[label for _, label in measures],
+                    y=[getattr(zone, field) for field, _ in measures],
+                    name=name,
+                    marker={"color": ZONE_COLOURS.get(name, BLUE)},
+                    hovertemplate=f"{name} %{{x}}: {units.hover(Unit.PERCENT)}<extra></extra>",
+                )
+            )
         fig.update_layout(barmode="group")
         rows = []
         for zone in credit:
             name = ZONE_NAMES.get(zone.zone, str(zone.zone))
             configured = getattr(market, name).default_hazard if name in ZONE_COLOURS else float("nan")
-            rows.append((
-                name, units.format(zone.loan_count, Unit.COUNT), units.format(zone.exposure, Unit.MONEY),
-                units.format(configured, Unit.PERCENT), units.format(zone.annual_default_rate, Unit.PERCENT),
-                units.format(zone.probability_of_default, Unit.PERCENT),
-                units.format(zone.loss_given_default, Unit.PERCENT), units.format(zone.expected_loss, Unit.PERCENT),
-            ))  # fmt: skip
+            rows.append(
+                (
+                    name,
+                    units.format(zone.loan_count, Unit.COUNT),
+                    units.format(zone.exposure, Unit.MONEY),
+                    units.format(configured, Unit.PERCENT),
+                    units.format(zone.annual_default_rate, Unit.PERCENT),
+                    units.format(zone.probability_of_default, Unit.PERCENT),
+                    units.format(zone.loss_given_default, Unit.PERCENT),
+                    units.format(zone.expected_loss, Unit.PERCENT),
+                )
+            )
         table = Table(
-            ("zone", "loans funded per path", "principal funded per path", "PD configured (annual)",
-             "PD realised (annual)", "PD (lifetime)", "LGD", "expected loss"),
+            (
+                "zone",
+                "loans funded per path",
+                "principal funded per path",
+                "PD configured (annual)",
+                "PD realised (annual)",
+                "PD (lifetime)",
+                "LGD",
+                "expected loss",
+            ),
             tuple(rows),
-            caption="Means per path over the fund life, pooled across paths; LGD is n/a where nothing defaulted.",
-        )  # fmt: skip
+            caption="Means per path over the fund life, pooled across paths; LGD is n/a where nothing "
+            "defaulted.",
+        )
         return Section(
             "credit",
             "Credit by zone",
@@ -527,6 +589,20 @@ class _View:
         )
 
     # Helpers.
+
+    def _histogram(
+        self,
+        key: str,
+        metric: str,
+        unit: Unit,
+        histogram: simulation_result_pb2.Histogram,
+        markers: list[Marker],
+        marked: str,
+    ) -> Chart:
+        figure = charts.histogram(
+            self.units, unit, histogram.bin_edges, histogram.counts, x_title=metric, markers=markers
+        )
+        return Chart(key, figure, _nan_caption(metric, marked, histogram.nan_count))
 
     def _metrics_table(self) -> Table:
         metrics, units = self.result.metrics, self.units

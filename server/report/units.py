@@ -25,26 +25,40 @@ class Unit(Enum):
 
 
 @dataclass(frozen=True)
+class _Style:
+    """How one unit is written. ``number`` is a format spec that Python and Plotly (d3-format) read alike,
+    so tables, hovers and axes agree; money is the exception, written by ``Units`` itself."""
+
+    number: str
+    suffix: str = ""
+    tick: str = ""
+
+
+STYLES = {
+    Unit.PERCENT: _Style(".2%", tick=".1%"),
+    Unit.MULTIPLE: _Style(",.2f", "x", tick=".2f"),
+    Unit.YEARS: _Style(",.2f", " years", tick=".1f"),
+    Unit.RATIO: _Style(",.2f", tick=",.2f"),
+    Unit.COUNT: _Style(",.0f", tick=",d"),
+    Unit.MONEY: _Style(",.2f", "M", tick=",.1f"),  # in millions (``plot_scale``) on charts
+}
+
+
+@dataclass(frozen=True)
 class Units:
-    """Formats values for one report; ``currency`` is the fund's (the engine has no currency field)."""
+    """Formats values for one report in the fund's ``currency`` (ISO 4217, e.g. AUD)."""
 
     currency: str
 
-    def format(self, value: float, unit: Unit, *, signed: bool = False) -> str:
+    def format(self, value: float, unit: Unit) -> str:
         if value is None or not math.isfinite(value):
             return "n/a"
-        sign = "+" if signed and value > 0 else ""
-        if unit is Unit.PERCENT:
-            return f"{sign}{value * 100:,.2f}%"
-        if unit is Unit.MULTIPLE:
-            return f"{sign}{value:,.2f}x"
         if unit is Unit.MONEY:
-            return f"{self.currency} {sign}{_scaled(value)}"
-        if unit is Unit.YEARS:
-            return f"{sign}{value:,.2f} years"
-        if unit is Unit.COUNT:
-            return f"{sign}{value:,.0f}" if float(value).is_integer() else f"{sign}{value:,.1f}"
-        return f"{sign}{value:,.2f}"
+            return f"{self.currency} {_scaled(value)}"
+        if unit is Unit.COUNT and not float(value).is_integer():
+            return f"{value:,.1f}"
+        style = STYLES[unit]
+        return f"{value:{style.number}}{style.suffix}"
 
     def millions(self, value: float) -> str:
         """Money in millions of the currency, for tables whose header names the unit."""
@@ -60,37 +74,26 @@ class Units:
         elif unit is Unit.MONEY:
             half = _scaled(half_width)
         else:
-            half = f"{half_width:.2g}" + {Unit.MULTIPLE: "x", Unit.YEARS: " years"}.get(unit, "")
+            half = f"{half_width:.2g}{STYLES[unit].suffix}"
         return f"{self.format(mean, unit)} ± {half}"
 
     def axis(self, unit: Unit) -> dict[str, Any]:
         """Plotly axis settings for values plotted with ``plot_scale(unit)``."""
-        if unit is Unit.PERCENT:
-            return {"tickformat": ".1%", "hoverformat": ".2%"}
-        if unit is Unit.MULTIPLE:
-            return {"tickformat": ".2f", "ticksuffix": "x", "hoverformat": ".3f"}
+        style = STYLES[unit]
+        settings: dict[str, Any] = {
+            "tickformat": style.tick,
+            "ticksuffix": style.suffix,
+            "hoverformat": style.number,
+        }
         if unit is Unit.MONEY:
-            return {
-                "tickformat": ",.1f",
-                "ticksuffix": "M",
-                "hoverformat": ",.2f",
-                "title": {"text": f"{self.currency} millions"},
-            }
-        if unit is Unit.YEARS:
-            return {"tickformat": ".1f", "ticksuffix": " y"}
-        return {"tickformat": ",.2f"}
+            settings["title"] = {"text": f"{self.currency} millions"}
+        return settings
 
     def hover(self, unit: Unit, field: str = "y") -> str:
         """A Plotly hover-template fragment showing ``%{field}`` (already plot-scaled) with its unit."""
-        if unit is Unit.PERCENT:
-            return f"%{{{field}:.2%}}"
-        if unit is Unit.MULTIPLE:
-            return f"%{{{field}:.3f}}x"
-        if unit is Unit.MONEY:
-            return f"{self.currency} %{{{field}:,.2f}}M"
-        if unit is Unit.YEARS:
-            return f"%{{{field}:.1f}} years"
-        return f"%{{{field}:,.2f}}"
+        style = STYLES[unit]
+        prefix = f"{self.currency} " if unit is Unit.MONEY else ""
+        return f"{prefix}%{{{field}:{style.number}}}{style.suffix}"
 
 
 def plot_scale(unit: Unit) -> float:

@@ -84,9 +84,14 @@ class ServerProcess:
     def start(cls, command: str, workdir: Path) -> ServerProcess:
         env = user_environment(EQUIHOME_PORT="0", EQUIHOME_METRICS_PORT="0")
         process = subprocess.Popen(
-            ["bash", "-c", f"exec {command}"], cwd=workdir, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            ["bash", "-c", f"exec {command}"],
+            cwd=workdir,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         server = cls(process, workdir)
         banner_seen = threading.Event()
         threading.Thread(target=server._read, args=(banner_seen,), daemon=True).start()

@@ -55,11 +55,28 @@ def test_every_example_goes_through_grpcurl_to_the_real_server(doc_server: Serve
     created = []
     for file, service, method in table():
         done = subprocess.run(
-            ["grpcurl", "-plaintext", "-H", f"authorization: Bearer {token}", "-max-time", "120", "-d", "@",
-             doc_server.address, f"{service}/{method}"],
-            input=(EXAMPLES / file).read_text(), capture_output=True, text=True, timeout=180, cwd=REPO, check=False,
-            env=user_environment(PATH=f"{Path(doc_server.workdir, '.venv', 'bin')}:{user_environment()['PATH']}"),
-        )  # fmt: skip
+            [
+                "grpcurl",
+                "-plaintext",
+                "-H",
+                f"authorization: Bearer {token}",
+                "-max-time",
+                "120",
+                "-d",
+                "@",
+                doc_server.address,
+                f"{service}/{method}",
+            ],
+            input=(EXAMPLES / file).read_text(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=REPO,
+            check=False,
+            env=user_environment(
+                PATH=f"{Path(doc_server.workdir, '.venv', 'bin')}:{user_environment()['PATH']}"
+            ),
+        )
         assert done.returncode == 0, f"{file}: {done.stderr}"
         output_type = pool.FindMethodByName(f"{service}.{method}").output_type
         reply = json_format.Parse(done.stdout, message_factory.GetMessageClass(output_type)())

@@ -27,8 +27,12 @@ set -eo pipefail
 {block}
 set +e
 for __name in $(compgen -v); do
-  case "$__name" in __*|BASH*|FUNCNAME|PIPESTATUS|_|COLUMNS|LINES|SHELLOPTS|RANDOM|SRANDOM|SECONDS|LINENO|EPOCH*|PWD|OLDPWD) continue ;; esac
-  if [[ ! -v "__old[$__name]" || "${{__old[$__name]}}" != "${{!__name}}" ]]; then declare -p "$__name" >> "$STATE"; fi
+  case "$__name" in
+    __*|BASH*|FUNCNAME|PIPESTATUS|_|COLUMNS|LINES|SHELLOPTS|RANDOM|SRANDOM|SECONDS|LINENO|EPOCH*) ;;
+    PWD|OLDPWD) ;;
+    *) [[ -v "__old[$__name]" && "${{__old[$__name]}}" == "${{!__name}}" ]] \\
+         || declare -p "$__name" >> "$STATE" ;;
+  esac
 done
 """
 
@@ -41,9 +45,14 @@ def test_every_command_in_the_grpcurl_doc_runs_as_written(doc_server: ServerProc
     for block in blocks[1:]:
         code = block.code.replace(DOC_ADDRESS, doc_server.address)
         done = subprocess.run(
-            ["bash", "-c", WRAPPER.format(block=code)], cwd=doc_server.workdir, capture_output=True, text=True,
-            check=False, env=user_environment(STATE=str(state)), timeout=BLOCK_TIMEOUT_S,
-        )  # fmt: skip
+            ["bash", "-c", WRAPPER.format(block=code)],
+            cwd=doc_server.workdir,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=user_environment(STATE=str(state)),
+            timeout=BLOCK_TIMEOUT_S,
+        )
         output = done.stdout + done.stderr
         where = f"docs/grpcurl.md line {block.line}:\n{block.code}\n--- output:\n{output}"
         if block.expected_error is None:

@@ -38,8 +38,15 @@ def make_run_command() -> str:
     ids=" ".join,
 )
 def test_help_prints_no_warning(args: list[str]) -> None:
-    done = subprocess.run([EQUIHOME_SIM, *args], capture_output=True, text=True, cwd=REPO, env=user_environment(),
-                          timeout=60, check=False)  # fmt: skip
+    done = subprocess.run(
+        [EQUIHOME_SIM, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=user_environment(),
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert "usage:" in done.stdout
@@ -56,7 +63,7 @@ def test_make_run_ends_its_start_up_with_a_banner_and_no_warning(tmp_path: Path)
         assert address.startswith("127.0.0.1:") and not address.endswith(":0")
         assert "export EQUIHOME_TOKEN=$(.venv/bin/equihome-sim token --all-scopes)" in banner
         assert (
-            f'grpcurl -plaintext -H "authorization: Bearer $EQUIHOME_TOKEN"' in banner and address in banner
+            'grpcurl -plaintext -H "authorization: Bearer $EQUIHOME_TOKEN"' in banner and address in banner
         )
         assert "equihome-sim report simulations/ID" in banner
         assert "metrics  http://127.0.0.1:" in banner

@@ -32,7 +32,7 @@ class FlakyService(service_grpc.SimulationServiceServicer):
         self.calls = 0
         self.lock = threading.Lock()
 
-    def GetSimulation(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 (gRPC's name)
+    def GetSimulation(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self.lock:
             self.calls += 1
             failure = self.failures.pop(0) if self.failures else None
@@ -76,9 +76,8 @@ def test_without_the_service_config_the_first_unavailable_is_final(flaky: tuple[
 def test_the_channel_gives_up_after_the_configured_attempts(flaky: tuple[FlakyService, str]) -> None:
     service, address = flaky
     service.failures = [grpc.StatusCode.UNAVAILABLE] * 10
-    with open_channel(address) as channel:
-        with pytest.raises(RemoteError):
-            SimulationClient(channel, target=address).get(NAME)
+    with open_channel(address) as channel, pytest.raises(RemoteError):
+        SimulationClient(channel, target=address).get(NAME)
     assert '"maxAttempts": 5' in service_config()
     assert service.calls == 5
 

@@ -22,9 +22,15 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REQUIRE_ENV = "EQUIHOME_REQUIRE_BROWSER"
 ARTIFACTS = Path(os.environ.get("EQUIHOME_TEST_ARTIFACTS", REPO / "test-artifacts"))
 CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+]
 ALLOWED_SCHEMES = ("file:", "data:", "blob:", "about:")
 
 
@@ -39,7 +45,7 @@ def browser_or_skip() -> str:
 
 def equihome_sim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     command = [str(Path(sys.executable).with_name("equihome-sim")), *args]
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -48,8 +54,15 @@ def test_the_default_funds_report_renders_offline_in_chromium(tmp_path: Path) ->
     executable = browser_or_skip()
     from playwright.sync_api import sync_playwright
 
-    equihome_sim("simulate", str(REPO / "docs/examples/default_fund.json"), "--paths", "2000",
-                 "--json", "result.json", cwd=tmp_path)  # fmt: skip
+    equihome_sim(
+        "simulate",
+        str(REPO / "docs/examples/default_fund.json"),
+        "--paths",
+        "2000",
+        "--json",
+        "result.json",
+        cwd=tmp_path,
+    )
     equihome_sim("report", "result.json", "-o", "report.html", cwd=tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["report.html", "result.json"]
     report = tmp_path / "report.html"
@@ -64,8 +77,12 @@ def test_the_default_funds_report_renders_offline_in_chromium(tmp_path: Path) ->
             page.on("console", lambda message: message.type == "error" and problems.append(message.text))
             page.on("pageerror", lambda error: problems.append(str(error)))
             page.on("request", lambda request: requests.append(request.url))
-            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(ALLOWED_SCHEMES)
-                       else route.abort())  # fmt: skip
+            page.route(
+                "**/*",
+                lambda route: (
+                    route.continue_() if route.request.url.startswith(ALLOWED_SCHEMES) else route.abort()
+                ),
+            )
             page.goto(report.as_uri(), wait_until="load")
             page.wait_for_function(
                 "[...document.querySelectorAll('figure.chart')].every(f => f.querySelector('svg.main-svg'))",

@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
 from google.protobuf import json_format
+from google.rpc import code_pb2
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -162,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RemoteError as error:
         print(error.explain(), file=sys.stderr)
         return 1
+    except OSError as error:  # the report file could not be written
+        print(f"equihome-sim remote {args.command}: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         errors.print("interrupted")
         return INTERRUPTED_EXIT
@@ -315,7 +318,7 @@ def describe(simulation: Simulation) -> Table:
         if simulation.HasField(field):
             rows.append((label, _local(getattr(simulation, field).ToDatetime())))
     if simulation.HasField("error"):
-        rows.append(("error", f"{_code_name(simulation.error.code)}: {simulation.error.message}"))
+        rows.append(("error", f"{code_pb2.Code.Name(simulation.error.code)}: {simulation.error.message}"))
     if simulation.HasField("result") and simulation.HasField("effective_config"):
         rows += [(item.label, f"{item.value}   {item.note}") for item in headline(simulation)]
     for label, value in rows:
@@ -341,13 +344,6 @@ def _progress(simulation: Simulation) -> str:
 
 def _local(moment: datetime) -> str:
     return moment.replace(tzinfo=UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _code_name(code: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status.name
-    return str(code)
 
 
 def _run_name(value: str) -> str:

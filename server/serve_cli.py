@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 PURGE_INTERVAL = timedelta(hours=1)
 BANNER_QUIET_S = 1.5  # the banner waits for start-up logging to pause this long...
 BANNER_MAX_WAIT_S = 6.0  # ...but no longer than this
+BANNER_LAST = "docs"  # the label of the banner's last line
 
 
 async def open_services(
@@ -92,9 +93,8 @@ def banner(app: AppServer) -> str:
     ]
     if app.metrics_server is not None:
         lines.append(f"  metrics  http://{settings.metrics_host}:{app.metrics_server.port}/metrics")
-    lines.append("  docs     docs/grpcurl.md, docs/remote.md; Ctrl-C stops the server")
-    rule = "─" * len(lines[0])
-    return "\n".join([rule, *lines, rule])
+    lines.append(f"  {BANNER_LAST}     docs/grpcurl.md, docs/remote.md; Ctrl-C stops the server")
+    return "\n".join(lines)
 
 
 async def announce_when_settled(app: AppServer, quiet_s: float = BANNER_QUIET_S,

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from server.serve_cli import BANNER_LAST
+
 REPO = Path(__file__).resolve().parents[2]
 GRPCURL_DOC = REPO / "docs" / "grpcurl.md"
 DOC_ADDRESS = "localhost:50051"
 SERVE_COMMAND = re.compile(r"^\.venv/bin/equihome-sim serve\b.*$", re.MULTILINE)
 BANNER_ADDRESS = re.compile(r"serving gRPC on (\S+:\d+)")
+BANNER_END = f"  {BANNER_LAST} "
 START_TIMEOUT_S = 60.0
 
 
@@ -106,13 +109,12 @@ class ServerProcess:
         for line in self.process.stdout:
             self.output.append(line)
             if not banner_seen.is_set():
-                if line.startswith("─") and banner:  # the closing rule
-                    self.banner = "".join([*banner, line])
-                    match = BANNER_ADDRESS.search(self.banner)
-                    self.address = match.group(1) if match else ""
-                    banner_seen.set()
-                elif line.startswith("─") or banner:
+                if banner or BANNER_ADDRESS.search(line):
                     banner.append(line)
+                if banner and line.startswith(BANNER_END):
+                    self.banner = "".join(banner)
+                    self.address = BANNER_ADDRESS.search(self.banner).group(1)  # type: ignore[union-attr]
+                    banner_seen.set()
         banner_seen.set()
 
     def stop(self) -> int:

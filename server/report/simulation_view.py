@@ -16,11 +16,13 @@ from plotly.subplots import make_subplots
 
 from equihome.simulation.v1 import simulation_config_pb2, simulation_pb2, simulation_result_pb2
 from equihome.type.v1 import zone_pb2
+from server.mapping.config import engine_to_config
 from server.report import charts
 from server.report.charts import BLUE, ZONE_COLOURS, Band, Marker
 from server.report.headline import headline, quantile, units_of
 from server.report.page import Chart, Report, Section, Table
 from server.report.units import Unit, Units, plot_scale
+from simulation.config import load_config
 
 Simulation = simulation_pb2.Simulation
 Result = simulation_result_pb2.SimulationResult
@@ -101,6 +103,7 @@ FLOW_COLOURS = {
     "expenses": "#f2b36b",
     "distributions": "#8c5ab8",
 }
+NO_STRESS = engine_to_config(load_config({})).stress
 ZONE_NAMES = {zone_pb2.ZONE_GREEN: "green", zone_pb2.ZONE_ORANGE: "orange", zone_pb2.ZONE_RED: "red"}
 LP_COLOUR, GP_COMMITMENT_COLOUR, CARRY_COLOUR = BLUE, "#7fa7cf", "#8c5ab8"
 
@@ -171,6 +174,9 @@ class _View:
             ("Run time", f"{metadata.elapsed.ToTimedelta().total_seconds():,.1f} s"),
             ("Config SHA-256", metadata.config_sha256[:12] + "…"),
         ]
+        stress = _stress_text(config.stress)
+        if stress:
+            facts.append(("Stress scenario", stress))
         if simulation.HasField("end_time"):
             facts.append(("Finished", simulation.end_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")))
         return tuple(facts)
@@ -637,6 +643,25 @@ def _catalogue(
 
 def _band(band: simulation_result_pb2.FanBand) -> Band:
     return Band(band.p5, band.p25, band.p50, band.p75, band.p95)
+
+
+def _stress_text(stress: simulation_config_pb2.Stress) -> str:
+    """What the stress changes from no stress, field by field (``price_shock red -0.3; price_shock_month
+    24``); empty for no stress, which every effective config carries."""
+    parts = []
+    for field in stress.DESCRIPTOR.fields:
+        value, neutral = getattr(stress, field.name), getattr(NO_STRESS, field.name)
+        if isinstance(value, Message):
+            zones = [
+                f"{zone.name} {getattr(value, zone.name):g}"
+                for zone in value.DESCRIPTOR.fields
+                if getattr(value, zone.name) != getattr(neutral, zone.name)
+            ]
+            if zones:
+                parts.append(f"{field.name} {', '.join(zones)}")
+        elif value != neutral:
+            parts.append(f"{field.name} {value:g}")
+    return "; ".join(parts)
 
 
 def _share(units: Units, amount: float, total: float) -> str:

@@ -211,3 +211,13 @@ def _visible_text(html: str) -> str:
 
 def test_result_json_fixture_is_plain_json(engine_json: dict[str, Any]) -> None:
     json.dumps(engine_json, allow_nan=False)  # NaN is written as null, so any JSON reader can read it
+
+
+def test_a_stressed_run_says_what_the_stress_is(result_file: Path) -> None:
+    simulation = read_file(result_file)
+    assert "Stress scenario" not in _visible_text(render_html(build_report(simulation)))
+    simulation.effective_config.stress.price_shock.red = -0.3
+    simulation.effective_config.stress.price_shock_month = 24
+    simulation.effective_config.stress.default_multiplier.orange = 2.0
+    text = _visible_text(render_html(build_report(simulation)))
+    assert "Stress scenario price_shock red -0.3; price_shock_month 24; default_multiplier orange 2" in text

@@ -46,17 +46,25 @@ def chunk_size(config: SimulationConfig) -> int:
 FIRST_CHUNK_PATHS = 2 * BLOCK_PATHS
 
 
-def chunks(config: SimulationConfig) -> list[tuple[int, int]]:
-    """``(first path, paths)`` per chunk. Each worker's first chunk is small, so progress, paths/s and an
-    ETA are known within a fraction of a second; results do not depend on the plan."""
-    return chunk_plan(path_count(config), config.monte_carlo.chunk_paths, config.monte_carlo.workers)
+def chunks(config: SimulationConfig, parallelism: int | None = None) -> list[tuple[int, int]]:
+    """``(first path, paths)`` per chunk for an executor running ``parallelism`` chunks at once (default:
+    ``monte_carlo.workers``). Results do not depend on the plan."""
+    parallel = config.monte_carlo.workers if parallelism is None else parallelism
+    return chunk_plan(path_count(config), config.monte_carlo.chunk_paths, parallel)
 
 
-def chunk_plan(total: int, chunk_paths: int, workers: int) -> list[tuple[int, int]]:
-    size = -(-chunk_paths // BLOCK_PATHS) * BLOCK_PATHS  # whole path blocks
+def chunk_plan(total: int, chunk_paths: int, parallelism: int) -> list[tuple[int, int]]:
+    """A run that fits in one round of chunks is split evenly over the executor; a longer one starts with a
+    small chunk per executor slot, so progress, paths/s and an ETA are known within a fraction of a second,
+    then goes on in chunks of ``chunk_paths`` rounded up to whole path blocks."""
+    size = -(-chunk_paths // BLOCK_PATHS) * BLOCK_PATHS
+    blocks = -(-total // BLOCK_PATHS)
+    if total <= size * parallelism:
+        per_chunk = -(-blocks // min(parallelism, blocks)) * BLOCK_PATHS
+        return [(first, min(per_chunk, total - first)) for first in range(0, total, per_chunk)]
     plan, first = [], 0
     while first < total:
-        n = min(size if len(plan) >= workers else min(size, FIRST_CHUNK_PATHS), total - first)
+        n = min(size if len(plan) >= parallelism else min(size, FIRST_CHUNK_PATHS), total - first)
         plan.append((first, n))
         first += n
     return plan
@@ -73,9 +81,9 @@ def run(config: SimulationConfig, *, progress: ProgressCallback | None = None,
     ``monte_carlo.workers`` processes)."""
     started = time.perf_counter()
     book = book_for(config)
-    plan = chunks(config)
+    executor = executor if executor is not None else executor_for(config)
+    plan = chunks(config, executor.parallelism)
     total = path_count(config)
-    executor = executor if executor is not None else executor_for(config, plan)
     parts: dict[int, pathmetrics.PathResults] = {}
     if progress is not None:
         progress(Progress(0, total, 0, len(plan), time.perf_counter() - started))
@@ -87,7 +95,7 @@ def run(config: SimulationConfig, *, progress: ProgressCallback | None = None,
     results = pathmetrics.PathResults.concatenate([parts[i] for i in range(len(plan))])
     info = RunInfo(seed=config.monte_carlo.seed, engine_version=ENGINE_VERSION, currency=config.fund.currency,
                    paths=total,
-                   deterministic=config.monte_carlo.deterministic, chunk_paths=chunk_size(config),
+                   deterministic=config.monte_carlo.deterministic, chunk_paths=chunk_size(config), chunks=len(plan),
                    workers=config.monte_carlo.workers, loans_in_book=len(book),
                    elapsed_seconds=time.perf_counter() - started)
     return aggregate(config, book, results, info, keep_paths)

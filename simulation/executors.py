@@ -18,7 +18,7 @@ import pickle
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +55,8 @@ def simulate_chunk(task: RunTask, first_path: int, n_paths: int) -> pathmetrics.
 
 
 class ChunkExecutor(Protocol):
+    parallelism: int  # chunks computed at once; the chunk plan is cut to keep them all busy
+
     def run(self, task: RunTask, plan: Plan, cancelled: CancelCheck | None) -> Iterator[tuple[int, pathmetrics.PathResults]]:
         """Yield ``(chunk index, results)`` as chunks finish; raise ``Cancelled`` between chunks."""
         ...
@@ -68,6 +70,8 @@ def check(cancelled: CancelCheck | None) -> None:
 class InProcess:
     """Chunks one after the other in the calling process."""
 
+    parallelism = 1
+
     def run(self, task: RunTask, plan: Plan, cancelled: CancelCheck | None) -> Iterator[tuple[int, pathmetrics.PathResults]]:
         for index, (first, n) in enumerate(plan):
             check(cancelled)
@@ -78,35 +82,53 @@ class ProcessPool:
     """A persistent pool of spawned worker processes, one BLAS thread each, shared by every run."""
 
     def __init__(self, workers: int):
-        self.workers = workers
+        self.parallelism = workers
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_worker)
 
     def warm_up(self) -> None:
         """Start every worker and load the compiled kernels, so the first run pays no start-up."""
-        for future in [self._pool.submit(_warm) for _ in range(self.workers)]:
+        for future in [self._pool.submit(_warm) for _ in range(self.parallelism)]:
             future.result()
 
     def run(self, task: RunTask, plan: Plan, cancelled: CancelCheck | None) -> Iterator[tuple[int, pathmetrics.PathResults]]:
         payload = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
         key = hashlib.sha256(payload).hexdigest()
-        queue = list(enumerate(plan))
-        running: dict[Future[pathmetrics.PathResults], int] = {}
-        try:
-            while queue or running:
-                check(cancelled)
-                while queue and len(running) < self.workers:
-                    index, (first, n) = queue.pop(0)
-                    running[self._pool.submit(_chunk_in_worker, key, payload, first, n)] = index
-                done, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield running.pop(future), future.result()
-        finally:
-            for future in running:
-                future.cancel()
+        return _spread(self._pool, self.parallelism, plan, cancelled, _chunk_in_worker, key, payload)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class ThreadPool:
+    """Threads of this process: the compiled kernels and the large array operations release the GIL, so
+    chunks on two threads use two cores for most of their work. For a process that runs one job at a time."""
+
+    def __init__(self, threads: int):
+        self.parallelism = threads
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="equihome-chunk")
+
+    def run(self, task: RunTask, plan: Plan, cancelled: CancelCheck | None) -> Iterator[tuple[int, pathmetrics.PathResults]]:
+        return _spread(self._pool, self.parallelism, plan, cancelled, simulate_chunk, task)
+
+
+def _spread(pool: Executor, parallelism: int, plan: Plan, cancelled: CancelCheck | None,
+            chunk: Callable[..., pathmetrics.PathResults], *task: object) -> Iterator[tuple[int, pathmetrics.PathResults]]:
+    """Keep ``parallelism`` chunks of the plan in flight on ``pool``, yielding each as it finishes."""
+    queue = list(enumerate(plan))
+    running: dict[Future[pathmetrics.PathResults], int] = {}
+    try:
+        while queue or running:
+            check(cancelled)
+            while queue and len(running) < parallelism:
+                index, (first, n) = queue.pop(0)
+                running[pool.submit(chunk, *task, first, n)] = index
+            done, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield running.pop(future), future.result()
+    finally:
+        for future in running:
+            future.cancel()
 
 
 _pools: dict[int, ProcessPool] = {}
@@ -121,8 +143,9 @@ def shared_pool(workers: int) -> ProcessPool:
         return _pools[workers]
 
 
-def executor_for(config: SimulationConfig, plan: Plan) -> ChunkExecutor:
-    workers = min(config.monte_carlo.workers, len(plan))
+def executor_for(config: SimulationConfig) -> ChunkExecutor:
+    """The default executor of a run: in process, or the shared pool of ``monte_carlo.workers`` processes."""
+    workers = config.monte_carlo.workers
     return InProcess() if workers <= 1 else shared_pool(workers)
 
 

@@ -47,7 +47,7 @@ def cumulative_default_intensity(series_log: np.ndarray, beta_d: float, expected
     return _cumulative(series_log, 0.0, beta_d, np.log(np.broadcast_to(expected_weight, series_log.shape[-2:])))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cumulative(series_log: np.ndarray, beta_a: float, beta_d: float, log_normaliser: np.ndarray) -> np.ndarray:
     """``Σ_{j=1..m} exp(clip(β_a·x(j−1) − β_d·dd(j−1) − log_normaliser(j−1)))·dt`` along the months of each
     (path, series) row, with a leading 0; one of ``β_a``, ``β_d`` is used at a time."""
@@ -136,7 +136,7 @@ def first_passage(
     return first_passage_months(np.ascontiguousarray(cum), path, series, start, threshold)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def first_passage_months(cum, path, series, start, threshold):
     months = np.empty(path.size, dtype=np.int64)
     for k in range(path.size):
@@ -144,7 +144,7 @@ def first_passage_months(cum, path, series, start, threshold):
     return months
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def first_passage_month(row: np.ndarray, start: int, threshold: float) -> int:
     """``first_passage`` for one loan on its series' row of the cumulative intensity."""
     last = row.size - 1

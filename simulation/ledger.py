@@ -57,7 +57,7 @@ def loan_flows(params: ModelParams, mkt: ChunkMarket, outcomes: list[Outcomes], 
                      mark_months=mark_months, loan_value=loan_value)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _accumulate(index, path, series, origination, amount, value0, rate, share_override, event_month,
                 cash_month, cash, defaulted, acquisition_rate, disposition_rate, mark_months, funded, proceeds,
                 recoveries, acquisition, disposition, outstanding, loan_value, share_method, fixed_share,

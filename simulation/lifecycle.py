@@ -238,7 +238,7 @@ def resolve(params: ModelParams, mkt: ChunkMarket, loans_: Loans, generation: in
                     cash=cash, defaulted=defaulted, forced=forced)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _resolve_loans(series_log, index, cum_exit, cum_default, path, series, zone, origination, amount, value0, rate,
                    share_override, planned_exit, exit_draw, default_draw, property_draw, fixed_hold, min_hold,
                    beta_a, exit_hazard, default_hazard, property_vol, term_months, m_end, fund_end_haircut,
@@ -349,7 +349,7 @@ def _rebalanced_zones(params: ModelParams, exposure: np.ndarray, u: np.ndarray) 
                        params.config.fund.rebalancing_strength, exposure, u)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pick_zones(target, k, exposure, u):
     """For each loan: the zone shares of its path's book (the target where the book is empty), the positive
     gaps to target normalised (the target where there is no gap), the blend, and the zone whose

@@ -17,7 +17,7 @@ SHARE_METHODS = ("ltv_based", "fixed", "tiered")
 LTV_BASED, FIXED, TIERED = range(3)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def share_at(method: int, ltv: float, growth: float, fixed_rate: float, tier_thresholds: np.ndarray,
              tier_shares: np.ndarray) -> float:
     """The fund's share s of the property's price change.
@@ -35,7 +35,7 @@ def share_at(method: int, ltv: float, growth: float, fixed_rate: float, tier_thr
     return tier_shares[np.searchsorted(tier_thresholds, growth, side="right")]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def proceeds_at(amount: float, value0: float, value_t: float, years: float, rate: float, share: float,
                 share_depreciation: bool, senior_debt: float, sale_cost: float) -> float:
     """Cash the fund receives when the loan ends by sale or refinance after ``years``.
@@ -54,7 +54,7 @@ def proceeds_at(amount: float, value0: float, value_t: float, years: float, rate
     return min(max(claim, 0.0), equity)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def recovery_at(amount: float, years_to_default: float, rate: float, value_at_default: float,
                 foreclosure_cost: float, senior_debt: float, recovery_haircut: float) -> float:
     """Cash recovered from a defaulted loan (domain §1.5): collateral-based, not a constant rate.
@@ -100,7 +100,7 @@ def _columns(*arrays) -> list[np.ndarray]:
     return [np.ascontiguousarray(a, dtype=float).ravel() for a in np.broadcast_arrays(*arrays)]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _shares(method, ltv, growth, fixed_rate, thresholds, shares):
     out = np.empty(ltv.size)
     for i in range(ltv.size):
@@ -108,7 +108,7 @@ def _shares(method, ltv, growth, fixed_rate, thresholds, shares):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _proceeds(amount, value0, value_t, years, rate, share, share_depreciation, senior, sale_cost):
     out = np.empty(amount.size)
     for i in range(amount.size):
@@ -117,7 +117,7 @@ def _proceeds(amount, value0, value_t, years, rate, share, share_depreciation, s
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _recoveries(amount, years, rate, value, foreclosure_cost, senior, haircut):
     out = np.empty(amount.size)
     for i in range(amount.size):

@@ -109,7 +109,7 @@ def series_log_index(
                    np.asarray(series_zone, dtype=np.int64), np.asarray(series_region, dtype=np.int64))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _series(zone_log, region_log, series_zone, series_region):
     n_paths, n_points, _ = zone_log.shape
     out = np.empty((n_paths, series_zone.size, n_points))

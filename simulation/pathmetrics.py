@@ -197,7 +197,7 @@ def _credit(outcomes: list[Outcomes], n_paths: int) -> tuple[np.ndarray, dict[st
     return credit, stats
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _tally(path, zone, origination, amount, rate, event_month, cash, defaulted, credit, per_path):
     """Add one generation to the zone columns of ``CREDIT_COLUMNS`` and the per-path tallies. A default's
     exposure is principal plus accrued interest; its loss is what the recovery leaves of it."""

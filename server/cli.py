@@ -26,7 +26,6 @@ def main(argv: list[str] | None = None) -> int:
         lines = [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
         print("usage: equihome-sim COMMAND [options]\n\ncommands:\n" + "\n".join(lines))
         return 0 if args and args[0] in {"-h", "--help"} else 2
-    quiet_library_warnings()
     module = importlib.import_module(COMMANDS[args[0]][0])
     return int(module.main(args[1:]) or 0)
 
@@ -42,6 +41,11 @@ def quiet_library_warnings() -> None:
     from authlib.deprecate import AuthlibDeprecationWarning
 
     warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning)
+
+
+# At import, not in main(): the server's spawned job workers import this module (the `equihome-sim`
+# script is their __main__) but do not call main(), and they import Authlib too.
+quiet_library_warnings()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from server.report_cli import main as report
 from tests.service.conftest import LONG_PATHS, Service, small_config
 
 Simulation = simulation_pb2.Simulation
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # the loop of the shared service (conftest)
 
 
 def request_file(directory: Path, paths: int = 300, name: str = "small fund") -> Path:

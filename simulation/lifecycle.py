@@ -298,11 +298,14 @@ def _resolve_loans(series_log, index, cum_exit, cum_default, path, series, zone,
 def add_exposure(flow: np.ndarray, out: Outcomes) -> None:
     """Add a generation's principal to the monthly change of outstanding principal by zone,
     ``flow`` (paths, months + 1, zones): +L at origination, −L when the loan leaves the book."""
-    ln, points, n_zones = out.loans, flow.shape[1], flow.shape[2]
-    cells = flow.size
-    base = ln.path * points
-    flow += np.bincount((base + ln.origination) * n_zones + ln.zone, ln.amount, cells).reshape(flow.shape)
-    flow -= np.bincount((base + out.event_month) * n_zones + ln.zone, ln.amount, cells).reshape(flow.shape)
+    _add_exposure(flow, out.loans.path, out.loans.zone, out.loans.origination, out.event_month, out.loans.amount)
+
+
+@njit(cache=True, nogil=True)
+def _add_exposure(flow, path, zone, origination, event_month, amount):
+    for k in range(path.size):
+        flow[path[k], origination[k], zone[k]] += amount[k]
+        flow[path[k], event_month[k], zone[k]] -= amount[k]
 
 
 def reinvestments(params: ModelParams, last: Outcomes, exposure: np.ndarray, first_path: int, n_paths: int,

@@ -89,9 +89,8 @@ class LoanDraws:
     def draw(self, seed: int, purpose: Purpose, keys: tuple[int, ...],
              sampler: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]) -> np.ndarray:
         """One draw per loan from the stream of ``purpose``, in the loans' order."""
-        if self.slot.size == self.n_slots * self.n_paths:
-            full = draw_loans(seed, purpose, keys, self.first_path, self.n_paths, self.n_slots, sampler)
-            return full.reshape(-1)[self.slot * self.n_paths + self.path]
+        if self.slot.size == self.n_slots * self.n_paths:  # every slot on every path, path-major
+            return draw_loans(seed, purpose, keys, self.first_path, self.n_paths, self.n_slots, sampler).T.ravel()
         order, counts = self._sparse_order
         values = np.empty(self.slot.size)
         start = 0

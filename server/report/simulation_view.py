@@ -1,14 +1,12 @@
 """The report of a simulation run (a ``Simulation`` resource with its SUMMARY result).
 
 Every figure is read from the contract's ``SimulationResult``; nothing is recomputed but what a chart
-needs to draw a table's numbers (cumulative sums of the mean yearly flows, bin centres). Labels and units
-of the metrics come from the catalogues below; a contract field they do not know is still shown, under its
+needs to draw (bin centres, the change in year-end cash the yearly flows add up to). Labels and units
+of the metrics come from ``catalogue``; a contract field it does not know is still shown, under its
 field name, so a new metric is never silently dropped.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import plotly.graph_objects as go
 from google.protobuf.message import Message
@@ -18,6 +16,18 @@ from equihome.simulation.v1 import simulation_config_pb2, simulation_pb2, simula
 from equihome.type.v1 import zone_pb2
 from server.mapping.config import engine_to_config
 from server.report import charts
+from server.report.catalogue import (
+    CASH_FLOWS,
+    DEPRECATED,
+    FLOW_COLOURS,
+    METRICS,
+    PART,
+    RISK,
+    RISK_IN_RESULT,
+    SOURCE,
+    USE,
+    catalogue,
+)
 from server.report.charts import BLUE, ZONE_COLOURS, Band, Marker
 from server.report.headline import headline, quantile, units_of
 from server.report.page import Chart, Report, Section, Table
@@ -27,82 +37,6 @@ from simulation.config import load_config
 Simulation = simulation_pb2.Simulation
 Result = simulation_result_pb2.SimulationResult
 
-# MetricSummaries field → (label, unit), in the order the tables list them (LP outcome first).
-METRICS: dict[str, tuple[str, Unit]] = {
-    "lp_net_irr": ("LP net IRR", Unit.PERCENT),
-    "lp_moic": ("LP MOIC (TVPI at end)", Unit.MULTIPLE),
-    "lp_dpi": ("LP DPI at end", Unit.MULTIPLE),
-    "lp_roi": ("LP ROI", Unit.PERCENT),
-    "payback_years": ("LP payback", Unit.YEARS),
-    "lp_npv": ("LP NPV", Unit.MONEY),
-    "fund_irr": ("Fund IRR (before carry)", Unit.PERCENT),
-    "fund_moic": ("Fund MOIC (before carry)", Unit.MULTIPLE),
-    "gross_irr": ("Gross IRR (assets)", Unit.PERCENT),
-    "gross_moic": ("Gross MOIC (assets)", Unit.MULTIPLE),
-    "gp_irr": ("GP IRR", Unit.PERCENT),
-    "gp_carry": ("GP carried interest", Unit.MONEY),
-    "gp_total_income": ("GP total income", Unit.MONEY),
-    "max_drawdown": ("Max drawdown of total value", Unit.PERCENT),
-    "wal_years": ("Weighted average life of loans", Unit.YEARS),
-    "default_rate": ("Default rate (share of loans)", Unit.PERCENT),
-    "loss_rate": ("Loss rate (share of principal)", Unit.PERCENT),
-    "recycling_ratio": ("Recycled capital / commitment", Unit.PERCENT),
-}
-# RiskMetrics field → (label, unit).
-RISK: dict[str, tuple[str, Unit]] = {
-    "volatility": ("Volatility of LP net IRR", Unit.PERCENT),
-    "sharpe": ("Sharpe ratio", Unit.RATIO),
-    "sortino": ("Sortino ratio", Unit.RATIO),
-    "calmar": ("Calmar ratio", Unit.RATIO),
-    "irr_var_95": ("IRR VaR 95% (P5 of LP net IRR)", Unit.PERCENT),
-    "irr_cvar_95": ("IRR CVaR 95% (mean IRR of the worst 5%)", Unit.PERCENT),
-    "irr_var_99": ("IRR VaR 99% (P1 of LP net IRR)", Unit.PERCENT),
-    "irr_cvar_99": ("IRR CVaR 99% (mean IRR of the worst 1%)", Unit.PERCENT),
-    "capital_var_95": ("Capital VaR 95% (loss, share of LP paid-in)", Unit.PERCENT),
-    "capital_cvar_95": ("Capital CVaR 95% (mean loss of the worst 5%)", Unit.PERCENT),
-    "capital_var_99": ("Capital VaR 99% (loss, share of LP paid-in)", Unit.PERCENT),
-    "capital_cvar_99": ("Capital CVaR 99% (mean loss of the worst 1%)", Unit.PERCENT),
-    "prob_hurdle": ("P(LP net IRR ≥ hurdle)", Unit.PERCENT),
-    "prob_target_irr": ("P(LP net IRR ≥ target IRR)", Unit.PERCENT),
-    "prob_target_multiple": ("P(LP MOIC ≥ target multiple)", Unit.PERCENT),
-    "prob_loss": ("P(LP MOIC < 1)", Unit.PERCENT),
-}
-RISK_IN_RESULT = "standard_errors"  # RiskMetrics' own field holding the standard error of each figure
-NOT_FIGURES = ("year", RISK_IN_RESULT)  # fields of the catalogued messages that are not figures
-# CashFlowYear field → (label, role): a source (+) or use (−) of fund cash in the flows chart (they close
-# on the change of year-end cash), a part of the distributions, or a level at the year end. Every field
-# but a deprecated one is a column of the yearly table.
-SOURCE, USE, PART, LEVEL, DEPRECATED = "source", "use", "part", "level", "deprecated"
-CASH_FLOWS: dict[str, tuple[str, str]] = {
-    "contributions": ("Capital called", SOURCE),
-    "exit_proceeds": ("Exit proceeds", SOURCE),
-    "recoveries": ("Recoveries", SOURCE),
-    "cash_interest": ("Interest on cash", SOURCE),
-    "fee_income": ("Fee income", SOURCE),
-    "initial_originations": ("Initial loans funded", USE),
-    "recycled_originations": ("Recycled loans funded", USE),
-    "management_fees": ("Management fees", USE),
-    "expenses": ("Expenses", USE),
-    "distributions": ("Distributions", USE),
-    "distributions_lp": ("to LPs", PART),
-    "distributions_gp_commitment": ("to the GP commitment", PART),
-    "carried_interest": ("carried interest", PART),
-    "cash_end": ("Cash at year end", LEVEL),
-    "nav": ("NAV at year end", LEVEL),
-    "originations": ("Loans funded (deprecated)", DEPRECATED),
-}
-FLOW_COLOURS = {
-    "contributions": BLUE,
-    "exit_proceeds": "#2e9e5b",
-    "recoveries": "#86c79a",
-    "cash_interest": "#5fa8d3",
-    "fee_income": "#a3c4e0",
-    "initial_originations": "#c8372d",
-    "recycled_originations": "#e07a70",
-    "management_fees": "#e8891c",
-    "expenses": "#f2b36b",
-    "distributions": "#8c5ab8",
-}
 NO_STRESS = engine_to_config(load_config({})).stress
 ZONE_NAMES = {zone_pb2.ZONE_GREEN: "green", zone_pb2.ZONE_ORANGE: "orange", zone_pb2.ZONE_RED: "red"}
 LP_COLOUR, GP_COMMITMENT_COLOUR, CARRY_COLOUR = BLUE, "#7fa7cf", "#8c5ab8"
@@ -323,7 +257,7 @@ class _View:
                 units.format(getattr(risk, field), unit),
                 units.format(getattr(errors, field), unit) if errors is not None else "n/a",
             )
-            for field, (label, unit) in _catalogue(risk, RISK, Unit.RATIO)
+            for field, (label, unit) in catalogue(risk, RISK, Unit.RATIO)
         )
         reporting = self.config.reporting
         return Section(
@@ -400,14 +334,14 @@ class _View:
     def cash_flows(self) -> Section:
         flows, units = self.result.cash_flows, self.units
         scale = plot_scale(Unit.MONEY)
-        catalogue = [
+        lines = [
             (field, entry)
-            for field, entry in _catalogue(simulation_result_pb2.CashFlowYear(), CASH_FLOWS, PART)
+            for field, entry in catalogue(simulation_result_pb2.CashFlowYear(), CASH_FLOWS, PART)
             if entry[1] != DEPRECATED
         ]
         years = [year.year for year in flows]
         fig = charts.figure(units, Unit.MONEY, x_title="Fund year")
-        for field, (label, role) in catalogue:
+        for field, (label, role) in lines:
             if role not in (SOURCE, USE):
                 continue
             sign = 1 if role == SOURCE else -1
@@ -435,9 +369,9 @@ class _View:
         )
         fig.update_layout(barmode="relative")
         table = Table(
-            ("year", *(label for _, (label, _) in catalogue)),
+            ("year", *(label for _, (label, _) in lines)),
             tuple(
-                (str(year.year), *(units.millions(getattr(year, field)) for field, _ in catalogue))
+                (str(year.year), *(units.millions(getattr(year, field)) for field, _ in lines))
                 for year in flows
             ),
             caption=f"Mean across paths, {units.currency} millions. Year 1 includes month 0 (the first call "
@@ -613,7 +547,7 @@ class _View:
     def _metrics_table(self) -> Table:
         metrics, units = self.result.metrics, self.units
         rows = []
-        for field, (label, unit) in _catalogue(metrics, METRICS, Unit.RATIO):
+        for field, (label, unit) in catalogue(metrics, METRICS, Unit.RATIO):
             summary = getattr(metrics, field)
             rows.append(
                 (
@@ -629,16 +563,6 @@ class _View:
             caption="Per-path metrics across paths. 'Undefined' counts paths where the metric has no value "
             "(e.g. an IRR without a sign change); statistics cover the others.",
         )
-
-
-def _catalogue(
-    message: Message, labels: dict[str, tuple[str, Any]], default: Any
-) -> list[tuple[str, tuple[str, Any]]]:
-    """(field, (label, kind)) for each figure of ``message``, in catalogue order, then the figures the
-    catalogue does not know yet, under their own names and the ``default`` kind."""
-    names = [field.name for field in message.DESCRIPTOR.fields if field.name not in NOT_FIGURES]
-    known = [(name, labels[name]) for name in labels if name in names]
-    return known + [(name, (name.replace("_", " "), default)) for name in names if name not in labels]
 
 
 def _band(band: simulation_result_pb2.FanBand) -> Band:

@@ -17,7 +17,7 @@ from equihome.simulation.v1 import simulation_pb2, simulation_result_pb2
 from equihome.simulation.v1 import simulation_service_pb2 as service_pb2
 from server.mapping.engine_json import EngineJsonError, engine_document, engine_result
 from server.mapping.result import result_to_proto
-from server.report import simulation_view
+from server.report import catalogue
 from server.report.kinds import build_report, write_report
 from server.report.page import Table, render_html
 from server.report.simulation_view import IncompleteResult
@@ -103,13 +103,13 @@ def test_the_report_shows_the_results_numbers_in_their_units(result_file: Path) 
 def test_every_contract_field_has_a_label_and_a_unit() -> None:
     """A metric, risk measure or cash-flow line added to the contract must be named in the report."""
     catalogues = {
-        simulation_result_pb2.MetricSummaries: simulation_view.METRICS,
-        simulation_result_pb2.RiskMetrics: simulation_view.RISK,
-        simulation_result_pb2.CashFlowYear: simulation_view.CASH_FLOWS,
+        simulation_result_pb2.MetricSummaries: catalogue.METRICS,
+        simulation_result_pb2.RiskMetrics: catalogue.RISK,
+        simulation_result_pb2.CashFlowYear: catalogue.CASH_FLOWS,
     }
-    for message, catalogue in catalogues.items():
-        fields = {field.name for field in message.DESCRIPTOR.fields} - set(simulation_view.NOT_FIGURES)
-        assert fields == set(catalogue), message.DESCRIPTOR.name
+    for message, labels in catalogues.items():
+        fields = {field.name for field in message.DESCRIPTOR.fields} - set(catalogue.NOT_FIGURES)
+        assert fields == set(labels), message.DESCRIPTOR.name
 
 
 def test_the_simulation_view_has_at_least_six_charts_each_with_data(result_file: Path) -> None:

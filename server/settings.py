@@ -51,7 +51,7 @@ class Settings(BaseModel):
         16, ge=0, description="accepted jobs waiting for a worker before RESOURCE_EXHAUSTED"
     )
     max_active_runs_per_caller: int = Field(
-        4, ge=1, description="queued plus running jobs of one caller (token subject) before RESOURCE_EXHAUSTED"
+        8, ge=1, description="queued plus running jobs of one caller (token subject) before RESOURCE_EXHAUSTED"
     )
     worker_memory_mib: int = Field(
         4096, ge=1024,

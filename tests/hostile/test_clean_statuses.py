@@ -97,6 +97,16 @@ def scrape(port: int) -> str:
         return response.read().decode()
 
 
+async def scrape_once_counted(port: int) -> str:
+    """The metrics, once the call just answered is counted (the server counts it just after it answers)."""
+    for _ in range(50):
+        body = await asyncio.to_thread(scrape, port)
+        if sample(body, "equihome_grpc_server_handled_total{") > 0:
+            return body
+        await asyncio.sleep(0.1)
+    return body
+
+
 def sample(body: str, prefix: str) -> float:
     values = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(prefix)]
     return sum(values)
@@ -115,7 +125,7 @@ async def test_a_reply_too_large_to_send_is_counted_as_a_failure_and_processes_a
                 config=small_config(paths=8000, chunk_paths=1000), view=simulation_pb2.SIMULATION_VIEW_FULL
             )  # 8,000 paths x 18 metrics x 8 bytes of path detail: more than the 1 MiB reply limit
             details = await refusal(stub.RunSimulation(request, metadata=server.token("big"), timeout=120))
-            body = await asyncio.to_thread(scrape, server.metrics_port)
+            body = await scrape_once_counted(server.metrics_port)
 
     assert (details.code, details.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RESPONSE_TOO_LARGE")
     run = 'method="/equihome.simulation.v1.SimulationService/RunSimulation"'

@@ -283,12 +283,30 @@ class MetricsInterceptor(CallInterceptor):
     def __init__(self, metrics: Metrics, *, quiet_prefixes: tuple[str, ...] = OPEN_METHOD_PREFIXES):
         self._metrics = metrics
         self._quiet_prefixes = quiet_prefixes
+        self._per_method: dict[str, tuple[Any, Any, Any]] = {}  # the labelled children, looked up once
+        self._handled: dict[tuple[str, str], Any] = {}
+
+    def _children(self, method: str) -> tuple[Any, Any, Any]:
+        children = self._per_method.get(method)
+        if children is None:
+            metrics = self._metrics
+            children = self._per_method[method] = (
+                metrics.rpc_started.labels(method=method),
+                metrics.rpc_in_flight.labels(method=method),
+                metrics.rpc_duration.labels(method=method),
+            )
+        return children
+
+    def _handled_counter(self, method: str, code: str) -> Any:
+        counter = self._handled.get((method, code))
+        if counter is None:
+            counter = self._handled[(method, code)] = self._metrics.rpc_handled.labels(method=method, code=code)
+        return counter
 
     @asynccontextmanager
     async def around_call(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        metrics = self._metrics
-        metrics.rpc_started.labels(method=method).inc()
-        in_flight = metrics.rpc_in_flight.labels(method=method)
+        started_total, in_flight, duration = self._children(method)
+        started_total.inc()
         in_flight.inc()
         started = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
@@ -301,8 +319,8 @@ class MetricsInterceptor(CallInterceptor):
         finally:
             seconds = time.perf_counter() - started
             in_flight.dec()
-            metrics.rpc_handled.labels(method=method, code=code.name).inc()
-            metrics.rpc_duration.labels(method=method).observe(seconds)
+            self._handled_counter(method, code.name).inc()
+            duration.observe(seconds)
             level = logging.DEBUG if method.startswith(self._quiet_prefixes) else logging.INFO
             log.log(
                 level, "call finished", extra={"code": code.name, "duration_ms": round(seconds * 1000, 3)}
@@ -355,8 +373,18 @@ class MessageInterceptor(HandlerInterceptor):
 
     def __init__(self, max_reply_bytes: int):
         self._max_reply_bytes = max_reply_bytes
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """Innermost, this sees each method's own handler, the same object call after call: wrap it once."""
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         parse = handler.request_deserializer
         serialize = handler.response_serializer
 

@@ -70,6 +70,7 @@ class Subscriber:
     filter: EventFilter
     capacity: int
     catching_up: bool
+    offered: int  # the newest cursor the bus has offered this subscriber (matching or not)
     buffer: deque[Delivery] = field(default_factory=deque)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False  # while catching up: the buffer was dropped, replay further
@@ -77,6 +78,7 @@ class Subscriber:
 
     def offer(self, delivery: Delivery) -> bool:
         """Queue ``delivery`` if it matches; False when this subscriber has just been cut off."""
+        self.offered = delivery.cursor
         if self.cut_off or delivery.key is None or not self.filter.matches(delivery.key):
             return True
         if len(self.buffer) < self.capacity:
@@ -197,7 +199,7 @@ class EventBus:
     # Subscribing.
 
     def attach(self, event_filter: EventFilter, *, catching_up: bool) -> Subscriber:
-        subscriber = Subscriber(event_filter, self._subscriber_buffer, catching_up)
+        subscriber = Subscriber(event_filter, self._subscriber_buffer, catching_up, offered=self.head)
         self._subscribers.add(subscriber)
         self.attachments += 1
         self._metrics.subscribers.set(len(self._subscribers))

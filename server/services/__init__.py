@@ -76,6 +76,8 @@ SCOPES: dict[str, dict[str, str]] = {
         "GetPortfolioComposition": "integration:read",
         "GetPortfolioMetrics": "integration:read",
         "GetLoanParameters": "integration:read",
+        "ListPushes": "integration:read",
+        "RetryPush": "integration:write",
     },
 }
 

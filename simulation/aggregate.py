@@ -10,38 +10,78 @@ from .config import SimulationConfig, ZONES
 from .irr import IrrReason
 from .pathmetrics import CREDIT_COLUMNS, PathResults
 from .results import (
-    FAN_QUANTILES, Concentration, Convergence, FanChart, Histogram, RiskMetrics, RunInfo, SimulationResult,
-    TailRisk, ZoneCredit,
+    FAN_QUANTILES, RISK_SCALARS, Concentration, Convergence, FanChart, Histogram, RiskMetrics, RunInfo,
+    SimulationResult, TailRisk, ZoneCredit,
 )
+from .streams import Purpose, generator
 
 CONFIDENCE_LEVELS = (0.95, 0.99)
 HEADLINE = "lp_net_irr"
+BOOTSTRAP_REPLICATES = 100
 
 
 def risk_metrics(config: SimulationConfig, lp_irr: np.ndarray, lp_moic: np.ndarray,
                  max_drawdown: np.ndarray) -> RiskMetrics:
+    """The risk report across paths, each figure with its bootstrap standard error.
+
+    Capital at risk is the share of paid-in capital the LPs lose on a path, ``max(0, 1 − LP MOIC)``: a path
+    that returns more than its capital loses nothing (a gain is not a negative loss). The standard errors
+    come from ``BOOTSTRAP_REPLICATES`` resamples of the paths, drawn from the run's own seed.
+    """
+    samples = {"irr": lp_irr, "moic": lp_moic, "drawdown": max_drawdown}
+    clean = {name: values[np.isfinite(values)] for name, values in samples.items()}
+    rng = generator(config.monte_carlo.seed, Purpose.BOOTSTRAP)
+    resampled = {name: values[rng.integers(0, len(values), (BOOTSTRAP_REPLICATES, len(values)))]
+                 for name, values in clean.items()}
+    point = _risk_figures(config, **{name: values[np.newaxis, :] for name, values in clean.items()})
+    spread = _risk_figures(config, **resampled)
+    return _risk_metrics({name: float(values[0]) for name, values in point.items()},
+                         standard_errors=_risk_metrics({name: _standard_error(values)
+                                                        for name, values in spread.items()}))
+
+
+def _risk_figures(config: SimulationConfig, irr: np.ndarray, moic: np.ndarray,
+                  drawdown: np.ndarray) -> dict[str, np.ndarray]:
+    """Every risk figure for each row of NaN-free path samples ``(rows, paths)``."""
     rep = config.reporting
-    loss = 1.0 - lp_moic
-    tails = tuple(
-        TailRisk(confidence=a,
-                 irr_var=metrics.irr_at_risk(lp_irr, a),
-                 irr_cvar=metrics.conditional_irr_at_risk(lp_irr, a),
-                 capital_var=metrics.value_at_risk(loss, a),
-                 capital_cvar=metrics.conditional_value_at_risk(loss, a))
-        for a in CONFIDENCE_LEVELS)
-    mean_drawdown = float(np.nanmean(max_drawdown)) if np.isfinite(max_drawdown).any() else float("nan")
-    mean_irr = float(np.nanmean(lp_irr)) if np.isfinite(lp_irr).any() else float("nan")
-    return RiskMetrics(
-        volatility=metrics.volatility(lp_irr),
-        sharpe=metrics.sharpe(lp_irr, rep.risk_free_rate),
-        sortino=metrics.sortino(lp_irr, rep.min_acceptable_return),
-        calmar=mean_irr / mean_drawdown if mean_drawdown > 0 else float("nan"),
-        tails=tails,
-        prob_hurdle=metrics.prob_at_least(lp_irr, config.waterfall.hurdle_rate)[0],
-        prob_target_irr=metrics.prob_at_least(lp_irr, rep.target_irr)[0],
-        prob_target_multiple=metrics.prob_at_least(lp_moic, rep.target_multiple)[0],
-        prob_loss=metrics.prob_below(lp_moic, 1.0)[0],
-    )
+    loss = np.maximum(0.0, 1.0 - moic)
+    figures = {
+        "volatility": metrics.volatility(irr),
+        "sharpe": metrics.sharpe(irr, rep.risk_free_rate),
+        "sortino": metrics.sortino(irr, rep.min_acceptable_return),
+        "calmar": _calmar(irr, drawdown),
+        "prob_hurdle": metrics.prob_at_least(irr, config.waterfall.hurdle_rate).value,
+        "prob_target_irr": metrics.prob_at_least(irr, rep.target_irr).value,
+        "prob_target_multiple": metrics.prob_at_least(moic, rep.target_multiple).value,
+        "prob_loss": metrics.prob_below(moic, 1.0).value,
+    }
+    for a in CONFIDENCE_LEVELS:
+        figures[f"irr_var_{a}"] = metrics.irr_at_risk(irr, a)
+        figures[f"irr_cvar_{a}"] = metrics.conditional_irr_at_risk(irr, a)
+        figures[f"capital_var_{a}"] = metrics.value_at_risk(loss, a)
+        figures[f"capital_cvar_{a}"] = metrics.conditional_value_at_risk(loss, a)
+    return figures
+
+
+def _calmar(irr: np.ndarray, drawdown: np.ndarray) -> np.ndarray:
+    """Mean LP IRR over mean maximum drawdown; NaN without drawdown."""
+    if irr.shape[1] == 0 or drawdown.shape[1] == 0:
+        return np.full(len(irr), np.nan)
+    mean_drawdown = drawdown.mean(axis=1)
+    return np.divide(irr.mean(axis=1), mean_drawdown, out=np.full(len(irr), np.nan), where=mean_drawdown > 0)
+
+
+def _standard_error(replicates: np.ndarray) -> float:
+    finite = replicates[np.isfinite(replicates)]
+    return float(np.std(finite, ddof=1)) if finite.size >= 2 else float("nan")
+
+
+def _risk_metrics(figures: dict[str, float], standard_errors: RiskMetrics | None = None) -> RiskMetrics:
+    tails = tuple(TailRisk(confidence=a, irr_var=figures[f"irr_var_{a}"], irr_cvar=figures[f"irr_cvar_{a}"],
+                           capital_var=figures[f"capital_var_{a}"], capital_cvar=figures[f"capital_cvar_{a}"])
+                  for a in CONFIDENCE_LEVELS)
+    scalars = {name: figures[name] for name in RISK_SCALARS}
+    return RiskMetrics(**scalars, tails=tails, standard_errors=standard_errors)
 
 
 def concentration(config: SimulationConfig, book: LoanBook) -> Concentration:

@@ -105,6 +105,7 @@ class CallScheduleEntry(_Model):
 
 
 class FundTerms(_Model):
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "AUD"
     size: PositiveMoney = 100_000_000.0
     term_years: Annotated[int, Field(ge=1, le=30)] = 10
     gp_commitment: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.02
@@ -215,7 +216,9 @@ class LoanTerms(_Model):
 
 class Region(_Model):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
-    weight: Annotated[float, Field(gt=0.0)] = 1.0
+    weight: Annotated[float, Field(gt=0.0, le=1e6)] = 1.0
+    # Expected appreciation of the region over its zone: E[I_(zone, region)(t)] = ((1+g_zone)(1+spread))^t.
+    drift_spread: Annotated[float, Field(ge=-0.2, le=0.2)] = 0.0
 
 
 DEFAULT_REGIONS = (

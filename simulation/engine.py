@@ -59,9 +59,23 @@ def chunk_size(config: SimulationConfig) -> int:
     return -(-config.monte_carlo.chunk_paths // BLOCK_PATHS) * BLOCK_PATHS
 
 
+FIRST_CHUNK_PATHS = 4 * BLOCK_PATHS
+
+
 def chunks(config: SimulationConfig) -> list[tuple[int, int]]:
-    total, size = path_count(config), chunk_size(config)
-    return [(first, min(size, total - first)) for first in range(0, total, size)]
+    """``(first path, paths)`` per chunk. Each worker's first chunk is small, so progress, paths/s and an
+    ETA are known within a fraction of a second; results do not depend on the plan."""
+    return chunk_plan(path_count(config), config.monte_carlo.chunk_paths, config.monte_carlo.workers)
+
+
+def chunk_plan(total: int, chunk_paths: int, workers: int) -> list[tuple[int, int]]:
+    size = -(-chunk_paths // BLOCK_PATHS) * BLOCK_PATHS  # whole path blocks
+    plan, first = [], 0
+    while first < total:
+        n = min(size if len(plan) >= workers else min(size, FIRST_CHUNK_PATHS), total - first)
+        plan.append((first, n))
+        first += n
+    return plan
 
 
 def book_for(config: SimulationConfig) -> LoanBook:
@@ -75,13 +89,16 @@ def run(config: SimulationConfig, *, progress: ProgressCallback | None = None,
     plan = chunks(config)
     total = path_count(config)
     parts: dict[int, pathmetrics.PathResults] = {}
+    if progress is not None:
+        progress(Progress(0, total, 0, len(plan), time.perf_counter() - started))
     for index, part in _execute(config, book, plan, cancelled):
         parts[index] = part
         if progress is not None:
             done = sum(plan[i][1] for i in parts)
             progress(Progress(done, total, len(parts), len(plan), time.perf_counter() - started))
     results = pathmetrics.PathResults.concatenate([parts[i] for i in range(len(plan))])
-    info = RunInfo(seed=config.monte_carlo.seed, engine_version=ENGINE_VERSION, paths=total,
+    info = RunInfo(seed=config.monte_carlo.seed, engine_version=ENGINE_VERSION, currency=config.fund.currency,
+                   paths=total,
                    deterministic=config.monte_carlo.deterministic, chunk_paths=chunk_size(config),
                    workers=config.monte_carlo.workers, loans_in_book=len(book),
                    elapsed_seconds=time.perf_counter() - started)

@@ -9,8 +9,10 @@ O(paths·series·months + loans·log months).
 
 * voluntary exit: ``c = λ0_z / I_s(o)^β_a``, ``w = I^β_a``, start o + min hold
   (``exit_thresholds``, ``cumulative_exit_intensity``);
-* default: ``c = pd_z``, ``w = exp(−β_d·drawdown)``, start o
-  (``default_thresholds``, ``cumulative_default_intensity``).
+* default: ``c = pd_z``, ``w = exp(−β_d·drawdown) / E[exp(−β_d·drawdown)]``, start o
+  (``default_thresholds``, ``cumulative_default_intensity``). Dividing by the weight's expectation at each
+  month (``expected_drawdown_weight``) keeps the configured PD the expected annual default rate: the
+  drawdown only moves defaults from good paths to bad ones.
 
 Log weights are clipped to ±``MAX_LOG_WEIGHT`` so no exp overflows: sums of 360 monthly weights and
 thresholds divided by a tiny base hazard stay finite. The clip binds only after index moves of
@@ -20,6 +22,8 @@ thresholds divided by a tiny base hazard stay finite. The clip binds only after 
 from __future__ import annotations
 
 import numpy as np
+from scipy import optimize
+from scipy.special import ndtr
 
 from simulation.market import DT, MONTHS_PER_YEAR
 
@@ -31,13 +35,49 @@ def cumulative_exit_intensity(series_log: np.ndarray, beta: float) -> np.ndarray
     return _cumulative(beta * series_log)
 
 
-def cumulative_default_intensity(series_log: np.ndarray, beta_d: float) -> np.ndarray:
-    """``D(m) = Σ_{j=1..m} exp(−β_d·dd(j−1))·dt``, dd = log index minus its running maximum (≤ 0).
+def cumulative_default_intensity(series_log: np.ndarray, beta_d: float, expected_weight: np.ndarray) -> np.ndarray:
+    """``D(m) = Σ_{j=1..m} exp(−β_d·dd(j−1)) / E_s(j−1)·dt``, dd = log index minus its running maximum (≤ 0).
 
-    The weight is 1 at a running high and grows in a drawdown, so defaults cluster in falling markets.
+    The weight grows in a drawdown, so defaults cluster in falling markets; ``expected_weight`` (S, M + 1)
+    is its expectation per series and month (``expected_drawdown_weight``), so the mean intensity is 1.
     """
     drawdown = series_log - np.maximum.accumulate(series_log, axis=-1)
-    return _cumulative(-beta_d * drawdown)
+    return _cumulative(-beta_d * drawdown - np.log(expected_weight))
+
+
+def expected_drawdown_weight(monthly_drift: float, monthly_sd: float, months: int, beta_d: float,
+                             grid_points: int = 512) -> np.ndarray:
+    """``E[exp(β_d·D_k)]`` for k = 0..months, D_k the drawdown (running max minus value) of a Gaussian
+    random walk of monthly log steps N(monthly_drift, monthly_sd²) started at its maximum.
+
+    Exact on a lattice: D follows the Lindley recursion ``D_k = max(0, D_(k−1) − ξ_k)``, so the law of D is
+    carried month by month as a probability vector on a grid of ``grid_points`` steps of h, each step a
+    convolution with the lattice law of −ξ and a reflection at 0. The grid spans 8 standard deviations of the
+    walk over the whole horizon plus its drift; the weight is clipped like the hazard weights.
+    """
+    levels = np.zeros(months + 1)
+    if monthly_sd == 0.0:
+        for k in range(1, months + 1):
+            levels[k] = max(0.0, levels[k - 1] - monthly_drift)
+        return np.exp(_clip(beta_d * levels))
+    top = max(-monthly_drift, 0.0) * months + 8.0 * monthly_sd * np.sqrt(months)
+    h = top / (grid_points - 1)
+    grid = np.arange(grid_points) * h
+    weight = np.exp(_clip(beta_d * grid))
+    lowest = int(np.floor((-monthly_drift - 8.0 * monthly_sd) / h))
+    offsets = np.arange(lowest, int(np.ceil((-monthly_drift + 8.0 * monthly_sd) / h)) + 1)
+    edges = (np.append(offsets, offsets[-1] + 1) - 0.5) * h
+    step_law = np.diff(ndtr((edges + monthly_drift) / monthly_sd))  # lattice law of −ξ
+    law = np.zeros(grid_points)
+    law[0] = 1.0
+    means = np.empty(months + 1)
+    means[0] = 1.0
+    for k in range(1, months + 1):
+        spread = np.convolve(law, step_law)  # index i ↔ grid point i + lowest
+        position = np.arange(spread.size) + lowest
+        law = np.bincount(np.clip(position, 0, grid_points - 1), spread, grid_points)
+        means[k] = law @ weight / law.sum()
+    return means
 
 
 def exit_thresholds(
@@ -90,18 +130,26 @@ def first_passage(
     return month
 
 
+CALIBRATION_WALKS = 4096
+
+
 def calibrate_exit_hazard(
-    drift: np.ndarray, beta_a: float, avg_exit_years: float, min_hold_years: float, max_hold_months: int
+    drift: np.ndarray, beta_a: float, avg_exit_years: float, min_hold_years: float, max_hold_months: int,
+    variance: np.ndarray | float = 0.0,
 ) -> np.ndarray:
     """Base voluntary-exit intensity λ0 per zone whose median exit age is ``avg_exit_years``.
 
-    In the deterministic market I_t = (1+g)^t a loan of age j months feels ``λ0·q^(j−1)``,
-    q = (1+g)^(β_a/12), from month h + 1 on (h = round(12·min_hold_years)), and exits by month n with
-    probability 1 − exp(−Λ(n)). The median is n = round(12·avg_exit_years) when
-    ``Λ(n) = λ0·dt·Σ_{j=h+1..n} q^(j−1) = ln 2``; the geometric sum is
-    ``q^h·(q^(n−h) − 1)/(q − 1)`` (n − h when q = 1), evaluated with expm1 for q near 1.
-    Raises ``ValueError`` unless h < n ≤ ``max_hold_months``: a median after the loan's maturity
-    cannot be reached.
+    A loan of age j months feels ``λ0·w_j``, ``w_j = (I_(o+j−1)/I_o)^β_a``, from month h + 1 on
+    (h = round(12·min_hold_years)); it exits by month n with probability ``1 − E[exp(−λ0·S)]``,
+    ``S = dt·Σ_{j=h+1..n} w_j``. The median is n = round(12·avg_exit_years) when ``E[exp(−λ0·S)] = 1/2``.
+
+    * Deterministic market (``variance`` 0, I_t = (1+g)^t): ``w_j = q^(j−1)``, q = (1+g)^(β_a/12), so
+      ``λ0·S = ln 2`` with the geometric sum ``S = dt·q^h·(q^(n−h) − 1)/(q − 1)`` (dt·(n − h) when q = 1).
+    * Stochastic market (log index with annual drift ``ln(1+g) − v/2`` and variance ``v``): the expectation
+      is taken over ``CALIBRATION_WALKS`` fixed antithetic walks and solved for λ0 by Brent's method. The
+      walks are the same for every run (their own seed), so the calibration depends on the config only.
+
+    Raises ``ValueError`` unless h < n ≤ ``max_hold_months``: a median after maturity cannot be reached.
     """
     hold = round(min_hold_years * MONTHS_PER_YEAR)
     median = round(avg_exit_years * MONTHS_PER_YEAR)
@@ -109,12 +157,24 @@ def calibrate_exit_hazard(
         raise ValueError("the median exit month must come after the minimum holding period")
     if median > max_hold_months:
         raise ValueError(f"a median exit at month {median} falls after the maximum hold of {max_hold_months}")
-    log_q = beta_a * np.log1p(np.asarray(drift, dtype=float)) / MONTHS_PER_YEAR
-    months_after_hold = median - hold
-    geometric = np.full(log_q.shape, float(months_after_hold))
-    growing = log_q != 0.0
-    geometric[growing] = np.expm1(log_q[growing] * months_after_hold) / np.expm1(log_q[growing])
-    return np.log(2.0) / (DT * np.exp(log_q * hold) * geometric)
+    drift, variance = np.broadcast_arrays(np.asarray(drift, dtype=float), np.asarray(variance, dtype=float))
+    return np.array([_calibrated_hazard(g, v, beta_a, hold, median) for g, v in zip(drift, variance)])
+
+
+def _calibrated_hazard(drift: float, variance: float, beta_a: float, hold: int, median: int) -> float:
+    log_q = beta_a * np.log1p(drift) / MONTHS_PER_YEAR
+    if variance == 0.0 or beta_a == 0.0:
+        window = median - hold
+        geometric = window if log_q == 0.0 else np.expm1(log_q * window) / np.expm1(log_q)
+        return float(np.log(2.0) / (DT * np.exp(log_q * hold) * geometric))
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(0, spawn_key=(CALIBRATION_WALKS,))))
+    half = rng.standard_normal((CALIBRATION_WALKS // 2, median - 1))
+    steps = (np.log1p(drift) - variance / 2) / MONTHS_PER_YEAR + np.sqrt(variance * DT) * np.vstack([half, -half])
+    log_weight = beta_a * np.concatenate([np.zeros((CALIBRATION_WALKS, 1)), np.cumsum(steps, axis=1)], axis=1)
+    exposure = DT * np.exp(_clip(log_weight[:, hold:])).sum(axis=1)  # S per walk, ages hold + 1 .. median
+    deterministic = _calibrated_hazard(drift, 0.0, beta_a, hold, median)
+    return float(np.exp(optimize.brentq(lambda log_hazard: np.mean(np.exp(-np.exp(log_hazard) * exposure)) - 0.5,
+                                        np.log(deterministic) - 5.0, np.log(deterministic) + 5.0, xtol=1e-12)))
 
 
 def _cumulative(log_weight: np.ndarray) -> np.ndarray:

@@ -99,7 +99,7 @@ def mark_months_for(params: ModelParams) -> np.ndarray:
 @dataclass(frozen=True)
 class Costs:
     management_fees: np.ndarray  # (paths, months + 1)
-    expenses: np.ndarray  # fund expenses incl. organisation costs and acquisition/disposition fees
+    expenses: np.ndarray  # fund expenses incl. organisation costs; loan transaction fees are in LoanFlows
 
 
 def costs(params: ModelParams, flows: LoanFlows) -> Costs:
@@ -130,60 +130,85 @@ def costs(params: ModelParams, flows: LoanFlows) -> Costs:
     management_fees[:, pay] = management
     expense_flow[:, pay] = expenses
     expense_flow[:, 0] += fees.organisation_costs
-    expense_flow += flows.acquisition_fees + flows.disposition_fees
     return Costs(management_fees=management_fees, expenses=expense_flow)
 
 
 @dataclass(frozen=True)
 class Ledger:
+    """The fund's cash decisions per month, each ``(paths, months + 1)``."""
+
     calls: np.ndarray  # capital called from the LP class (LPs and the GP commitment)
     distributions: np.ndarray  # distributable cash handed to the waterfall
     cash: np.ndarray  # month-end cash after calls and distributions (negative = overdraft)
     interest: np.ndarray  # idle-cash interest (or overdraft cost when negative)
-    net_operating: np.ndarray  # loan and fee flows, excluding calls, interest and distributions
     reserve_target: np.ndarray
 
 
+def fee_income(params: ModelParams, flows: LoanFlows) -> np.ndarray | float:
+    """Origination fees the fund keeps (zero when they are GP revenue)."""
+    return flows.origination_fees if params.config.fees.origination_fee_recipient is FeeRecipient.FUND else 0.0
+
+
+def running_costs(cost: Costs, flows: LoanFlows) -> np.ndarray:
+    """Every fee and expense the fund pays: management fees, fund expenses, loan transaction fees."""
+    return cost.management_fees + cost.expenses + flows.acquisition_fees + flows.disposition_fees
+
+
 def run_ledger(params: ModelParams, flows: LoanFlows, cost: Costs) -> Ledger:
-    cfg = params.config
-    fund, m = cfg.fund, params.months
+    """Move the fund's cash month by month (domain §2.8).
+
+    Cash is held in two parts: called ``capital`` not yet spent, and ``earned`` cash (receipts and interest
+    not yet distributed). Receipts less the recycled fundings bought with them are earned; fees and
+    expenses are paid from earned cash first, then from capital; loans of the initial book are paid only
+    from capital, called as needed. Exit proceeds therefore never fund the initial book: the only proceeds
+    reinvested are those the recycling policy retains, spent on recycled loans in the month they arrive.
+    During the reinvestment period calls also top the cash up to the reserve target. Distributions pay out
+    cash above the reserve, less the capital kept for initial loans still to fund, earned cash first.
+    """
+    fund, m = params.config.fund, params.months
     n_paths = flows.outstanding.shape[0]
-    fee_income = flows.origination_fees if cfg.fees.origination_fee_recipient is FeeRecipient.FUND else 0.0
-    net = (flows.proceeds + flows.recoveries + fee_income
-           - flows.originations - cost.management_fees - cost.expenses)
-    reserve = _reserve_target(params, cost)
+    kept = flows.proceeds + flows.recoveries + fee_income(params, flows) - flows.recycled
+    spent = running_costs(cost, flows)
+    reserve = _reserve_target(params, spent)
     pending = flows.originations.sum(axis=1, keepdims=True) - np.cumsum(flows.originations, axis=1)
     scheduled = _scheduled_calls(params)
     topup_until = fund.reinvestment_period_years * MONTHS_PER_YEAR
     monthly_rate = (1.0 + fund.cash_rate) ** (1.0 / MONTHS_PER_YEAR) - 1.0
 
     calls, distributions, cash_out, interest_out = (np.zeros((n_paths, m + 1)) for _ in range(4))
-    cash = np.zeros(n_paths)
+    capital, earned = np.zeros(n_paths), np.zeros(n_paths)
     unfunded = np.full(n_paths, fund.size)
     for month in range(m + 1):
-        interest = cash * monthly_rate
-        cash = cash + interest + net[:, month]
+        interest = (capital + earned) * monthly_rate
+        earned = earned + interest + kept[:, month] - spent[:, month]
+        capital = capital - flows.originations[:, month] + np.minimum(earned, 0.0)
+        earned = np.maximum(earned, 0.0)
         floor = reserve[:, month] if month <= topup_until else 0.0
-        call = np.clip(np.maximum(scheduled[month], floor - cash), 0.0, unfunded)
-        cash += call
+        call = np.clip(np.maximum.reduce([np.full(n_paths, scheduled[month]), -capital,
+                                          floor - capital - earned]), 0.0, unfunded)
+        capital += call
         unfunded -= call
+        cash = capital + earned
         if month == m:
             paid = np.maximum(cash, 0.0)
         elif month % fund.distribution_frequency_months == 0 and month > 0:
-            paid = np.maximum(0.0, cash - reserve[:, month] - pending[:, month])
+            held = np.minimum(pending[:, month], np.maximum(capital - reserve[:, month], 0.0))
+            paid = np.maximum(0.0, cash - reserve[:, month] - held)
         else:
-            paid = 0.0
-        cash -= paid
+            paid = np.zeros(n_paths)
+        from_earned = np.minimum(paid, earned)
+        earned -= from_earned
+        capital -= paid - from_earned
         calls[:, month], distributions[:, month] = call, paid
-        cash_out[:, month], interest_out[:, month] = cash, interest
+        cash_out[:, month], interest_out[:, month] = capital + earned, interest
     return Ledger(calls=calls, distributions=distributions, cash=cash_out, interest=interest_out,
-                  net_operating=net, reserve_target=reserve)
+                  reserve_target=reserve)
 
 
-def _reserve_target(params: ModelParams, cost: Costs) -> np.ndarray:
+def _reserve_target(params: ModelParams, spent: np.ndarray) -> np.ndarray:
     """``max(reserve_fraction·size, next reserve_months of fees and expenses)``; zero at fund end."""
     fund, m = params.config.fund, params.months
-    running = np.cumsum(cost.management_fees + cost.expenses, axis=1)
+    running = np.cumsum(spent, axis=1)
     ahead = np.minimum(np.arange(m + 1) + fund.reserve_months_of_costs, m)
     upcoming = running[:, ahead] - running
     target = np.maximum(fund.reserve_fraction * fund.size, upcoming)

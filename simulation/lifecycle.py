@@ -7,6 +7,7 @@ reinvestment period. Each slot keeps its own random streams, so paths never shar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -30,8 +31,10 @@ class ModelParams:
     drift: np.ndarray
     vol: np.ndarray
     region_vol: float
+    region_spread: np.ndarray
     property_vol: float
     default_hazard: np.ndarray
+    default_weight: np.ndarray  # (series, months + 1): expected drawdown weight, the PD normaliser
     exit_hazard: np.ndarray
     recovery_haircut: np.ndarray
     min_hold_months: int
@@ -41,24 +44,30 @@ class ModelParams:
     def from_config(cls, config: SimulationConfig) -> ModelParams:
         mkt = config.market
         zones = mkt.zones()
-        drift = np.array([z.drift for z in zones])
         deterministic = config.monte_carlo.deterministic
+        drift = np.array([z.drift for z in zones])
+        zero = np.zeros(len(ZONES))
+        vol = zero if deterministic else np.array([z.vol for z in zones])
+        region_vol = 0.0 if deterministic else mkt.region_vol
         exit_hazard = np.array([np.nan if z.exit_hazard is None else z.exit_hazard for z in zones])
         if np.isnan(exit_hazard).any():
             calibrated = hazards.calibrate_exit_hazard(
                 drift, mkt.exit_appreciation_sensitivity, mkt.avg_exit_year, mkt.min_hold_years,
-                config.loans.term_months)
+                config.loans.term_months, variance=vol**2 + region_vol**2)
             exit_hazard = np.where(np.isnan(exit_hazard), calibrated, exit_hazard)
-        zero = np.zeros(len(ZONES))
+        region_spread = np.array([r.drift_spread for r in config.book.regions])
         return cls(
             config=config,
             months=config.term_months,
-            n_regions=len(config.book.regions),
+            n_regions=len(region_spread),
             drift=drift,
-            vol=zero if deterministic else np.array([z.vol for z in zones]),
-            region_vol=0.0 if deterministic else mkt.region_vol,
+            vol=vol,
+            region_vol=region_vol,
+            region_spread=region_spread,
             property_vol=0.0 if deterministic else mkt.property_vol,
             default_hazard=zero if deterministic else np.array([z.default_hazard for z in zones]),
+            default_weight=_default_weights(drift, vol, region_spread, region_vol, config.term_months,
+                                            mkt.default_drawdown_sensitivity),
             exit_hazard=exit_hazard,
             recovery_haircut=np.array([z.recovery_haircut for z in zones]),
             min_hold_months=int(round(mkt.min_hold_years * MONTHS_PER_YEAR)),
@@ -67,6 +76,24 @@ class ModelParams:
 
     def series(self, zone: np.ndarray, region: np.ndarray) -> np.ndarray:
         return zone * self.n_regions + region
+
+
+def _default_weights(drift: np.ndarray, vol: np.ndarray, spread: np.ndarray, region_vol: float, months: int,
+                     beta_d: float) -> np.ndarray:
+    """Expected drawdown weight of every (zone, region) series by month, shape (series, months + 1)."""
+    rows = []
+    for g, sigma in zip(drift, vol):
+        for r in spread:
+            variance = sigma**2 + region_vol**2
+            monthly_drift = (np.log1p(g) + np.log1p(r) - variance / 2) / MONTHS_PER_YEAR
+            rows.append(_expected_weight(float(monthly_drift), float(np.sqrt(variance / MONTHS_PER_YEAR)),
+                                         months, beta_d))
+    return np.stack(rows)
+
+
+@functools.lru_cache(maxsize=256)
+def _expected_weight(monthly_drift: float, monthly_sd: float, months: int, beta_d: float) -> np.ndarray:
+    return hazards.expected_drawdown_weight(monthly_drift, monthly_sd, months, beta_d)
 
 
 @dataclass(frozen=True)
@@ -82,14 +109,15 @@ def simulate_market(params: ModelParams, first_path: int, n_paths: int) -> Chunk
     zone_log = draw_paths(seed, Purpose.MARKET, (0,), first_path, n_paths, lambda rng, b: market.zone_log_indices(
         rng, b, m, params.drift, params.vol, corr))
     region_log = draw_paths(seed, Purpose.MARKET, (1,), first_path, n_paths, lambda rng, b: market.region_log_walks(
-        rng, b, m, params.n_regions, params.region_vol))
+        rng, b, m, params.n_regions, params.region_vol, params.region_spread))
     zones, regions = np.divmod(np.arange(len(ZONES) * params.n_regions), params.n_regions)
     series_log = market.series_log_index(zone_log, region_log, zones, regions)
     mkt = params.config.market
     return ChunkMarket(
         series_log=series_log,
         cum_exit=hazards.cumulative_exit_intensity(series_log, mkt.exit_appreciation_sensitivity),
-        cum_default=hazards.cumulative_default_intensity(series_log, mkt.default_drawdown_sensitivity),
+        cum_default=hazards.cumulative_default_intensity(series_log, mkt.default_drawdown_sensitivity,
+                                                         params.default_weight),
     )
 
 

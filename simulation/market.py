@@ -63,16 +63,19 @@ def zone_log_indices(
 
 
 def region_log_walks(
-    rng: np.random.Generator, n_paths: int, n_months: int, n_regions: int, vol: float
+    rng: np.random.Generator, n_paths: int, n_months: int, n_regions: int, vol: float,
+    spread: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Independent mean-preserving region log walks, shape (n_paths, n_months + 1, R), 0 at month 0.
+    """Independent region log walks, shape (n_paths, n_months + 1, R), 0 at month 0.
 
-    The drift −σ²/2 per year makes E[exp(walk_t)] = 1, so regions add dispersion, not return.
-    Draws: one ``standard_normal`` of shape (n_paths, n_months, R), also when vol is 0 (the walks
-    are then zero), so switching a volatility on or off does not shift later streams.
+    Each region r drifts by ``ln(1+spread_r) − σ²/2`` per year, so E[exp(walk_t)] = (1+spread_r)^t: with no
+    spread a region adds dispersion, not return. Draws: one ``standard_normal`` of shape
+    (n_paths, n_months, R), also when vol is 0, so switching a volatility on or off does not shift later
+    streams.
     """
+    spread = np.zeros(n_regions) if spread is None else np.asarray(spread, dtype=float)
     shocks = rng.standard_normal((n_paths, n_months, n_regions))
-    return _log_walk(np.float64(-0.5 * vol**2), np.float64(vol), shocks)
+    return _log_walk(np.log1p(spread) - 0.5 * vol**2, np.float64(vol), shocks)
 
 
 def series_log_index(

@@ -14,6 +14,7 @@ Rates and returns are decimals (0.08 = 8 %); quantiles are percentiles (5 = 5 %)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -94,80 +95,78 @@ def discounted_payback(cashflows: ArrayLike, times: ArrayLike, rate: float) -> F
 
 
 # Risk across paths ----------------------------------------------------------------------------------
+#
+# Each statistic takes a 1-D sample (NaNs dropped, a float returned) or a 2-D array of NaN-free rows, one
+# sample per row (an array with one value per row returned): the bootstrap of the risk report evaluates the
+# very same definitions on its resampled rows.
 
 
-def volatility(x: ArrayLike) -> float:
+def volatility(x: ArrayLike) -> FloatOrArray:
     """Sample standard deviation (ddof=1); NaN with fewer than two values."""
-    sample = _sample(x)
-    if sample.size < 2:
-        return np.nan
-    if sample.min() == sample.max():
-        return 0.0  # exactly, where subtracting a rounded mean would leave noise of order 1e-17
-    return float(np.std(sample, ddof=1))
+    rows = _rows(x)
+    if rows.shape[1] < 2:
+        return _per_row(np.full(len(rows), np.nan), x)
+    std = np.std(rows, axis=1, ddof=1)
+    # exactly 0 for a constant sample, where subtracting a rounded mean would leave noise of order 1e-17
+    return _per_row(np.where(rows.min(axis=1) == rows.max(axis=1), 0.0, std), x)
 
 
-def sharpe(x: ArrayLike, risk_free_rate: float) -> float:
+def sharpe(x: ArrayLike, risk_free_rate: float) -> FloatOrArray:
     """``(mean − r_f) / volatility``; NaN when the volatility is zero or undefined."""
-    sample = _sample(x)
-    if sample.size < 2:
-        return np.nan
-    return _ratio(float(np.mean(sample)) - risk_free_rate, volatility(sample))
+    rows = _rows(x)
+    mean = rows.mean(axis=1) if rows.shape[1] else np.full(len(rows), np.nan)
+    return _per_row(_ratio(mean - risk_free_rate, np.atleast_1d(volatility(rows))), x)
 
 
-def sortino(x: ArrayLike, minimum_acceptable_return: float) -> float:
+def sortino(x: ArrayLike, minimum_acceptable_return: float) -> FloatOrArray:
     """``(mean − MAR) / DD`` with downside deviation ``DD = sqrt(mean(min(0, x − MAR)²))`` over all values;
     NaN when nothing falls below the MAR."""
-    sample = _sample(x)
-    if sample.size == 0:
-        return np.nan
-    shortfall = np.minimum(0.0, sample - minimum_acceptable_return)
-    downside_deviation = float(np.sqrt(np.mean(shortfall**2)))
-    return _ratio(float(np.mean(sample)) - minimum_acceptable_return, downside_deviation)
+    rows = _rows(x)
+    if rows.shape[1] == 0:
+        return _per_row(np.full(len(rows), np.nan), x)
+    shortfall = np.minimum(0.0, rows - minimum_acceptable_return)
+    downside_deviation = np.sqrt(np.mean(shortfall**2, axis=1))
+    return _per_row(_ratio(rows.mean(axis=1) - minimum_acceptable_return, downside_deviation), x)
 
 
-def irr_at_risk(irrs: ArrayLike, alpha: float) -> float:
+def irr_at_risk(irrs: ArrayLike, alpha: float) -> FloatOrArray:
     """IRR VaR as a level: the ``(1 − α)`` quantile of path IRRs (α = 0.95 gives the 5th percentile)."""
-    _check_confidence(alpha)
-    sample = _sample(irrs)
-    return float(np.quantile(sample, 1.0 - alpha)) if sample.size else np.nan
+    return _quantile(irrs, 1.0 - alpha, alpha)
 
 
-def conditional_irr_at_risk(irrs: ArrayLike, alpha: float) -> float:
-    """IRR CVaR as a level: the mean of the path IRRs at or below ``irr_at_risk``."""
-    level = irr_at_risk(irrs, alpha)
-    sample = _sample(irrs)
-    return float(np.mean(sample[sample <= level])) if sample.size else np.nan
+def conditional_irr_at_risk(irrs: ArrayLike, alpha: float) -> FloatOrArray:
+    """IRR CVaR as a level: the mean of the worst ``⌈(1 − α)·n⌉`` path IRRs."""
+    return _tail_mean(irrs, alpha, worst_first=True)
 
 
-def value_at_risk(losses: ArrayLike, alpha: float) -> float:
-    """Capital VaR: the α quantile of path losses, a loss being ``1 − MOIC`` (or a NAV loss) per path."""
-    _check_confidence(alpha)
-    sample = _sample(losses)
-    return float(np.quantile(sample, alpha)) if sample.size else np.nan
+def value_at_risk(losses: ArrayLike, alpha: float) -> FloatOrArray:
+    """Capital VaR: the α quantile of path losses, a loss being the share of capital lost per path."""
+    return _quantile(losses, alpha, alpha)
 
 
-def conditional_value_at_risk(losses: ArrayLike, alpha: float) -> float:
-    """Capital CVaR: the mean of the path losses at or above ``value_at_risk``."""
-    threshold = value_at_risk(losses, alpha)
-    sample = _sample(losses)
-    return float(np.mean(sample[sample >= threshold])) if sample.size else np.nan
+def conditional_value_at_risk(losses: ArrayLike, alpha: float) -> FloatOrArray:
+    """Capital CVaR: the mean of the worst ``⌈(1 − α)·n⌉`` path losses (the tail by count, so a tail of
+    tied values, e.g. many zero losses, is not widened)."""
+    return _tail_mean(losses, alpha, worst_first=False)
 
 
 class Probability(NamedTuple):
-    value: float  # NaN when count is 0
-    count: int  # non-NaN values the probability is taken over
+    value: FloatOrArray  # NaN when count is 0
+    count: int  # non-NaN values (per row) the probability is taken over
 
 
 def prob_at_least(x: ArrayLike, threshold: float) -> Probability:
     """Share of the non-NaN values ``≥ threshold``, e.g. ``P(LP IRR ≥ hurdle)``."""
-    sample = _sample(x)
-    return Probability(float(np.mean(sample >= threshold)) if sample.size else np.nan, sample.size)
+    rows = _rows(x)
+    share = np.mean(rows >= threshold, axis=1) if rows.shape[1] else np.full(len(rows), np.nan)
+    return Probability(_per_row(share, x), rows.shape[1])
 
 
 def prob_below(x: ArrayLike, threshold: float) -> Probability:
     """Share of the non-NaN values ``< threshold``, e.g. ``P(MOIC < 1)``."""
-    sample = _sample(x)
-    return Probability(float(np.mean(sample < threshold)) if sample.size else np.nan, sample.size)
+    rows = _rows(x)
+    share = np.mean(rows < threshold, axis=1) if rows.shape[1] else np.full(len(rows), np.nan)
+    return Probability(_per_row(share, x), rows.shape[1])
 
 
 # Drawdown -------------------------------------------------------------------------------------------
@@ -284,8 +283,38 @@ def _sample(x: ArrayLike) -> NDArray[np.float64]:
     return values[~np.isnan(values)]
 
 
-def _ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator > 0.0 else np.nan
+def _rows(x: ArrayLike) -> NDArray[np.float64]:
+    """A 1-D sample as one NaN-free row; a 2-D array of rows as it is (its rows must be NaN-free)."""
+    values = np.asarray(x, dtype=float)
+    return values if values.ndim == 2 else _sample(values)[np.newaxis, :]
+
+
+def _per_row(values: NDArray[np.float64], x: ArrayLike) -> FloatOrArray:
+    """One result per row; a float for a 1-D sample."""
+    return values if np.ndim(x) == 2 else float(values[0])
+
+
+def _ratio(numerator: NDArray[np.float64], denominator: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.divide(numerator, denominator, out=np.full(np.shape(numerator), np.nan), where=denominator > 0.0)
+
+
+def _quantile(x: ArrayLike, level: float, alpha: float) -> FloatOrArray:
+    _check_confidence(alpha)
+    rows = _rows(x)
+    values = np.quantile(rows, level, axis=1) if rows.shape[1] else np.full(len(rows), np.nan)
+    return _per_row(values, x)
+
+
+def _tail_mean(x: ArrayLike, alpha: float, *, worst_first: bool) -> FloatOrArray:
+    """Mean of the ``⌈(1 − α)·n⌉`` lowest (``worst_first``) or highest values of each row."""
+    _check_confidence(alpha)
+    rows = np.sort(_rows(x), axis=1)
+    n = rows.shape[1]
+    if n == 0:
+        return _per_row(np.full(len(rows), np.nan), x)
+    k = max(1, math.ceil(round((1.0 - alpha) * n, 9)))
+    tail = rows[:, :k] if worst_first else rows[:, n - k:]
+    return _per_row(tail.mean(axis=1), x)
 
 
 def _check_confidence(alpha: float) -> None:

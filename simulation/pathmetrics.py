@@ -9,14 +9,19 @@ import numpy as np
 from . import metrics, waterfall
 from .config import FeeRecipient, WaterfallStructure, ZONES
 from .irr import irr_batch, npv
-from .ledger import Costs, Ledger, LoanFlows
+from .ledger import Costs, Ledger, LoanFlows, fee_income, running_costs
 from .lifecycle import MONTHS_PER_YEAR, ModelParams, Outcomes
 
 IRR_METRICS = ("gross_irr", "fund_irr", "lp_net_irr", "gp_irr")
 CREDIT_COLUMNS = ("loans", "defaults", "exposure", "exposure_at_default", "losses", "loan_years")
-YEARLY_SERIES = ("nav", "lp_dpi", "lp_rvpi", "lp_tvpi", "lp_cumulative_distributions", "total_value")
-CASHFLOW_LINES = ("contributions", "distributions", "management_fees", "expenses", "originations",
-                  "exit_proceeds", "recoveries", "gp_carry")
+YEARLY_SERIES = ("nav", "lp_dpi", "lp_rvpi", "lp_tvpi", "lp_cumulative_distributions", "lp_cumulative_net_cash",
+                 "total_value")
+# The yearly cash-flow table: sources, uses and the year-end cash, so that every year closes:
+# cash_end − previous cash_end = Σ SOURCES − Σ USES; and distributions = its three recipients.
+CASHFLOW_SOURCES = ("contributions", "exit_proceeds", "recoveries", "cash_interest", "fee_income")
+CASHFLOW_USES = ("initial_originations", "recycled_originations", "management_fees", "expenses", "distributions")
+DISTRIBUTION_RECIPIENTS = ("distributions_lp", "distributions_gp_commitment", "carried_interest")
+CASHFLOW_LINES = CASHFLOW_SOURCES + CASHFLOW_USES + DISTRIBUTION_RECIPIENTS + ("cash_end", "nav")
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ def waterfall_terms(params: ModelParams) -> waterfall.WaterfallTerms:
         management_fee_offset=w.management_fee_offset)
 
 
-def _split(params: ModelParams, ledger: Ledger, cost: Costs, outcomes: list[Outcomes],
+def _split(params: ModelParams, ledger: Ledger, cost: Costs, flows: LoanFlows, outcomes: list[Outcomes],
            times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """LP-class distributions and GP carry per month under the configured waterfall."""
     terms = waterfall_terms(params)
@@ -57,24 +62,24 @@ def _split(params: ModelParams, ledger: Ledger, cost: Costs, outcomes: list[Outc
     if w.structure is WaterfallStructure.EUROPEAN:
         result = waterfall.european(ledger.calls, ledger.distributions, times, terms, cost.management_fees)
         return result.lp_class, result.gp_carry
-    deal_contribution, start, proceeds, end = _deals(ledger, outcomes, times)
+    deal_contribution, start, proceeds, end = _deals(running_costs(cost, flows), outcomes, times)
     result = waterfall.american(deal_contribution, start, proceeds, end, ledger.distributions, ledger.calls,
                                 times, terms, loss_carryforward=w.loss_carryforward, clawback=w.clawback,
                                 management_fees=cost.management_fees)
     return result.lp_class, result.gp_carry
 
 
-def _deals(ledger: Ledger, outcomes: list[Outcomes], times: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Each loan of every generation is a deal; its contribution carries fees and expenses pro rata
-    to principal. Returns ``(contribution, start, proceeds, end)``, each ``(paths, deals)``."""
-    n_paths = ledger.calls.shape[0]
+def _deals(spent: np.ndarray, outcomes: list[Outcomes], times: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each loan of every generation is a deal; its contribution is its principal plus the fund's fees and
+    expenses allocated pro rata to principal (domain §3.3). Returns ``(contribution, start, proceeds,
+    end)``, each ``(paths, deals)``."""
+    n_paths = spent.shape[0]
     path = np.concatenate([o.loans.path for o in outcomes])
     amount = np.concatenate([o.loans.amount for o in outcomes])
     principal = np.bincount(path, amount, n_paths)
-    paid_in = ledger.calls.sum(axis=1)
-    scale = np.divide(paid_in, principal, out=np.ones(n_paths), where=principal > 0)
+    loading = np.divide(spent.sum(axis=1), principal, out=np.zeros(n_paths), where=principal > 0)
     columns = (
-        amount * scale[path],
+        amount * (1.0 + loading[path]),
         times[np.concatenate([o.loans.origination for o in outcomes])],
         np.concatenate([o.cash for o in outcomes]),
         times[np.concatenate([o.cash_month for o in outcomes])],
@@ -113,10 +118,9 @@ def compute(params: ModelParams, outcomes: list[Outcomes], flows: LoanFlows, cos
     m, g = params.months, cfg.fund.gp_commitment
     years = cfg.fund.term_years
     times = np.arange(m + 1) / MONTHS_PER_YEAR
-    lp_class, carry = _split(params, ledger, cost, outcomes, times)
-    fee_to_fund = cfg.fees.origination_fee_recipient is FeeRecipient.FUND
-    fund_fee_income = flows.origination_fees if fee_to_fund else 0.0
-    gp_fee_income = 0.0 if fee_to_fund else flows.origination_fees
+    lp_class, carry = _split(params, ledger, cost, flows, outcomes, times)
+    fund_fee_income = fee_income(params, flows)
+    gp_fee_income = flows.origination_fees - fund_fee_income
 
     invested = flows.originations + flows.recycled
     returned = flows.proceeds + flows.recoveries + fund_fee_income
@@ -157,16 +161,23 @@ def compute(params: ModelParams, outcomes: list[Outcomes], flows: LoanFlows, cos
     scalars["lp_dpi"] = dpi[:, -1]
     scalars["max_drawdown"] = metrics.max_drawdown(total_value)
     yearly = {"nav": nav, "lp_dpi": dpi, "lp_rvpi": rvpi, "lp_tvpi": dpi + rvpi,
-              "lp_cumulative_distributions": cumulative_lp, "total_value": total_value}
+              "lp_cumulative_distributions": cumulative_lp, "lp_cumulative_net_cash": cumulative_lp - cumulative_paid_in,
+              "total_value": total_value}
 
     credit, loan_stats = _credit(outcomes, ledger.calls.shape[0])
     scalars.update(loan_stats)
+    lp, gp_commitment = waterfall.split_lp_class(lp_class, g)
     by_year = {
-        "contributions": ledger.calls, "distributions": ledger.distributions,
-        "management_fees": cost.management_fees, "expenses": cost.expenses, "originations": invested,
-        "exit_proceeds": flows.proceeds, "recoveries": flows.recoveries, "gp_carry": carry,
+        "contributions": ledger.calls, "exit_proceeds": flows.proceeds, "recoveries": flows.recoveries,
+        "cash_interest": ledger.interest, "fee_income": np.broadcast_to(fund_fee_income, ledger.calls.shape),
+        "initial_originations": flows.originations, "recycled_originations": flows.recycled,
+        "management_fees": cost.management_fees,
+        "expenses": cost.expenses + flows.acquisition_fees + flows.disposition_fees,
+        "distributions": ledger.distributions, "distributions_lp": lp, "distributions_gp_commitment": gp_commitment,
+        "carried_interest": carry,
     }
     cashflows = {k: _by_year(v, years).sum(axis=0) for k, v in by_year.items()}
+    cashflows["cash_end"] = ledger.cash[:, year_ends].sum(axis=0)
     cashflows["nav"] = nav.sum(axis=0)
     return PathResults(scalars=scalars, irr_reasons=reasons, yearly=yearly, credit=credit, cashflows=cashflows)
 

@@ -18,6 +18,7 @@ FAN_QUANTILES = (5, 25, 50, 75, 95)
 class RunInfo:
     seed: int
     engine_version: str
+    currency: str
     paths: int
     deterministic: bool
     chunk_paths: int
@@ -28,7 +29,8 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class TailRisk:
-    """IRR VaR/CVaR are levels (low quantiles of LP net IRR); capital ones are losses (1 − LP MOIC)."""
+    """IRR VaR/CVaR are levels (low quantiles of LP net IRR); capital ones are non-negative losses, the share
+    of paid-in capital lost, ``max(0, 1 − LP MOIC)``."""
 
     confidence: float
     irr_var: float
@@ -37,17 +39,22 @@ class TailRisk:
     capital_cvar: float
 
 
+RISK_SCALARS = ("volatility", "sharpe", "sortino", "calmar", "prob_hurdle", "prob_target_irr",
+                "prob_target_multiple", "prob_loss")
+
+
 @dataclass(frozen=True)
 class RiskMetrics:
     volatility: float
     sharpe: float
     sortino: float
     calmar: float
-    tails: tuple[TailRisk, ...]
     prob_hurdle: float
     prob_target_irr: float
     prob_target_multiple: float
     prob_loss: float
+    tails: tuple[TailRisk, ...]
+    standard_errors: RiskMetrics | None = None  # bootstrap standard error of each figure, same shape
 
 
 @dataclass(frozen=True)

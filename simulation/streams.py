@@ -23,6 +23,7 @@ class Purpose(IntEnum):
     DEFAULT = 4
     PROPERTY = 5
     REINVEST = 6
+    BOOTSTRAP = 7
 
 
 def generator(seed: int, purpose: Purpose, *keys: int) -> np.random.Generator:

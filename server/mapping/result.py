@@ -19,7 +19,7 @@ from equihome.type.v1 import zone_pb2
 from simulation import engine
 from simulation.config import SimulationConfig
 from simulation.metrics import Summary
-from simulation.results import FanChart, RiskMetrics
+from simulation.results import RISK_SCALARS, FanChart, RiskMetrics
 from simulation.results import SimulationResult as EngineResult
 
 MONTHS_PER_YEAR = 12
@@ -41,17 +41,9 @@ FAN_SERIES = {  # YearlyFan field → engine fan chart
     "rvpi": "lp_rvpi",
     "tvpi": "lp_tvpi",
     "cumulative_lp_distributions": "lp_cumulative_distributions",
+    "cumulative_lp_net_cash": "lp_cumulative_net_cash",
 }
-CASH_FLOW_LINES = {  # CashFlowYear field → engine cash-flow line
-    "contributions": "contributions",
-    "distributions": "distributions",
-    "management_fees": "management_fees",
-    "expenses": "expenses",
-    "originations": "originations",
-    "exit_proceeds": "exit_proceeds",
-    "recoveries": "recoveries",
-    "carried_interest": "gp_carry",
-}
+YEAR_END_LINES = ("cash_end", "nav")  # balances at the year end; the other lines are flows in the year
 METRICS = tuple(field.name for field in pb.MetricSummaries.DESCRIPTOR.fields)
 
 
@@ -75,6 +67,7 @@ def result_to_proto(result: EngineResult, config: SimulationConfig) -> pb.Simula
                 probability_of_default=zone.pd_lifetime,
                 loss_given_default=zone.lgd,
                 expected_loss=zone.expected_loss,
+                annual_default_rate=zone.pd_annual,
             )
             for zone in result.credit
         ],
@@ -116,6 +109,8 @@ def _metadata(result: EngineResult, config: SimulationConfig) -> pb.RunMetadata:
         workers=info.workers,
         term_months=config.term_months,
         config_sha256=config_sha256(config),
+        currency=info.currency,
+        loans_in_book=info.loans_in_book,
     )
 
 
@@ -150,17 +145,10 @@ def _risk(risk: RiskMetrics) -> pb.RiskMetrics:
             f"capital_var_{level}": tail.capital_var,
             f"capital_cvar_{level}": tail.capital_cvar,
         }
-    return pb.RiskMetrics(
-        volatility=risk.volatility,
-        sharpe=risk.sharpe,
-        sortino=risk.sortino,
-        calmar=risk.calmar,
-        prob_hurdle=risk.prob_hurdle,
-        prob_target_irr=risk.prob_target_irr,
-        prob_target_multiple=risk.prob_target_multiple,
-        prob_loss=risk.prob_loss,
-        **fields,
-    )
+    message = pb.RiskMetrics(**{name: getattr(risk, name) for name in RISK_SCALARS}, **fields)
+    if risk.standard_errors is not None:
+        message.standard_errors.CopyFrom(_risk(risk.standard_errors))
+    return message
 
 
 def _band(chart: FanChart, column: int) -> pb.FanBand:
@@ -210,14 +198,13 @@ def _concentration(result: EngineResult, config: SimulationConfig) -> pb.Concent
 
 
 def _cash_flows(lines: dict[str, np.ndarray], term_years: int) -> list[pb.CashFlowYear]:
-    """Mean flows per fund year; flows at inception (engine year 0) count in year 1, NAV is at year end."""
-    flows = {field: np.asarray(lines[line], dtype=float).copy() for field, line in CASH_FLOW_LINES.items()}
-    for values in flows.values():
-        values[1] += values[0]
-    nav = lines["nav"]
-    return [
-        pb.CashFlowYear(
-            year=year, nav=float(nav[year]), **{field: float(values[year]) for field, values in flows.items()}
-        )
-        for year in range(1, term_years + 1)
-    ]
+    """Mean lines per fund year; flows at inception (engine year 0) count in year 1, balances are at year end."""
+    fields = [field.name for field in pb.CashFlowYear.DESCRIPTOR.fields if field.name not in ("year", "originations")]
+    values = {field: np.asarray(lines[field], dtype=float).copy() for field in fields}
+    values["originations"] = values["initial_originations"] + values["recycled_originations"]  # deprecated total
+    fields.append("originations")
+    for field in fields:
+        if field not in YEAR_END_LINES:
+            values[field][1] += values[field][0]
+    return [pb.CashFlowYear(year=year, **{field: float(values[field][year]) for field in fields})
+            for year in range(1, term_years + 1)]

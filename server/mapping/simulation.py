@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
+import numpy as np
 from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 
@@ -150,12 +151,11 @@ def progress(
 
 
 def chunks_done(spec: Simulation, paths_done: int) -> int:
-    """Whole chunks in ``paths_done``. Chunks finish in order and all but the last have the same size ``c``;
-    ``ceil(total / chunks)`` lies in ``((n−1)/n·c, c]``, so dividing by it counts them exactly."""
-    total, chunks = spec.progress.paths_total, spec.progress.chunks_total
-    if paths_done >= total:
-        return chunks
-    return paths_done // -(-total // chunks)
+    """Whole chunks in ``paths_done``: the chunks of the engine's plan finish in order, so count the plan's
+    prefixes that ``paths_done`` covers."""
+    mc = spec.effective_config.monte_carlo
+    plan = engine.chunk_plan(spec.progress.paths_total, mc.chunk_paths, mc.workers)
+    return int(np.searchsorted(np.cumsum([n for _, n in plan]), paths_done, side="right"))
 
 
 def sequence(simulation: Simulation) -> int:

@@ -554,7 +554,7 @@ def _field_comments(files: list[descriptor_pb2.FileDescriptorProto]) -> dict[str
     return comments
 
 
-_DEFAULT = re.compile(r"Default (-?[\d,]*\d(?:\.\d+)?|true|false|[A-Z][A-Z_]*)\b")
+_DEFAULT = re.compile(r'Default (-?[\d,]*\d(?:\.\d+)?|true|false|[A-Z][A-Z_]*\b|"[^"]*")')
 
 
 def _check_defaults(
@@ -584,6 +584,8 @@ def _check_defaults(
             ok = quoted == default.name
         elif isinstance(default, bool):
             ok = quoted == str(default).lower()
+        elif isinstance(default, str):
+            ok = quoted == f'"{default}"'
         else:
             ok = float(quoted.replace(",", "")) == float(default)
         if not ok:

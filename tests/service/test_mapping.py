@@ -154,7 +154,7 @@ def test_nan_stays_nan_with_its_reasons(run: tuple[SimulationConfig, SimulationR
     }
     assert sum(reasons.values()) == 300
     # every loan funded (initial and recycled) is some zone's exposure: the zones add up to the originations
-    funded_per_path = sum(result.cashflows["originations"])
+    funded_per_path = sum(result.cashflows["initial_originations"]) + sum(result.cashflows["recycled_originations"])
     assert sum(zone.exposure for zone in message.credit) == pytest.approx(funded_per_path, rel=1e-12)
     assert np.isnan(list(message.path_detail.gp_irr)).all()
 
@@ -172,6 +172,25 @@ def test_yearly_tables_keep_every_flow(run: tuple[SimulationConfig, SimulationRe
     assert message.fan_chart[4].tvpi.p50 == result.fan_charts["lp_tvpi"].values[2, 5]
     assert message.credit[0].loan_count == result.credit[0].loans / 300
     assert message.risk.irr_var_99 == result.risk.tails[1].irr_var
+    assert message.risk.standard_errors.sharpe == result.risk.standard_errors.sharpe > 0
+    assert message.metadata.currency == "AUD"
+
+
+def test_every_year_of_the_cash_flow_table_closes(run: tuple[SimulationConfig, SimulationResult]) -> None:
+    """A reader can add the table up: each year's sources less uses is the change in year-end cash."""
+    config, result = run
+    message = result_to_proto(result, config)
+
+    previous_cash = 0.0
+    for row in message.cash_flows:
+        sources = row.contributions + row.exit_proceeds + row.recoveries + row.cash_interest + row.fee_income
+        uses = (row.initial_originations + row.recycled_originations + row.management_fees + row.expenses
+                + row.distributions)
+        assert sources - uses == pytest.approx(row.cash_end - previous_cash, abs=0.01), row.year
+        recipients = row.distributions_lp + row.distributions_gp_commitment + row.carried_interest
+        assert recipients == pytest.approx(row.distributions, abs=0.01), row.year
+        previous_cash = row.cash_end
+    assert previous_cash == pytest.approx(0.0, abs=0.01)
 
 
 # --- Views ------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from simulation.hazards import (
     calibrate_exit_hazard,
     cumulative_default_intensity,
+    expected_drawdown_weight,
     cumulative_exit_intensity,
     default_thresholds,
     exit_thresholds,
@@ -47,10 +48,32 @@ def test_exit_intensity_uses_the_index_at_the_start_of_each_month():
 def test_default_intensity_rises_in_a_drawdown():
     series_log = np.array([[[0.0, 0.1, 0.2, 0.1, -0.1, 0.0, 0.3]]])
     # running maximum 0, .1, .2, .2, .2, .2, .3 -> drawdowns 0, 0, 0, -.1, -.3, -.2, 0
-    cum = cumulative_default_intensity(series_log, beta_d=5.0)
-    weights = np.exp(5.0 * np.array([0.0, 0.0, 0.0, 0.1, 0.3, 0.2]))
+    normaliser = np.array([[1.0, 2.0, 1.0, 4.0, 2.0, 1.0, 1.0]])
+    cum = cumulative_default_intensity(series_log, beta_d=5.0, expected_weight=normaliser)
+    weights = np.exp(5.0 * np.array([0.0, 0.0, 0.0, 0.1, 0.3, 0.2])) / normaliser[0, :-1]
     np.testing.assert_allclose(np.diff(cum[0, 0]), weights * DT, rtol=1e-14)
     assert cum[0, 0, 0] == 0.0
+
+
+def test_expected_drawdown_weight_without_volatility_follows_the_deterministic_drawdown():
+    # A falling index (−1 %/month) is always at its drawdown: D_k = 0.01·k, weight exp(5·0.01·k).
+    means = expected_drawdown_weight(-0.01, 0.0, 24, 5.0)
+    np.testing.assert_allclose(means, np.exp(0.05 * np.arange(25)), rtol=1e-12)
+    np.testing.assert_array_equal(expected_drawdown_weight(0.004, 0.0, 24, 5.0), 1.0)
+
+
+def test_expected_drawdown_weight_matches_a_brute_force_simulation():
+    """The lattice recursion against 200,000 simulated random walks (an independent computation)."""
+    drift, sd, months, beta = 0.0035, 0.0233, 120, 5.0
+    rng = np.random.default_rng(11)
+    walks = np.zeros((200_000, months + 1))
+    np.cumsum(rng.normal(drift, sd, (200_000, months)), axis=1, out=walks[:, 1:])
+    drawdown = np.maximum.accumulate(walks, axis=1) - walks
+    simulated = np.exp(beta * drawdown)
+    standard_error = simulated.std(axis=0) / np.sqrt(len(walks))
+    means = expected_drawdown_weight(drift, sd, months, beta)
+    assert means[0] == 1.0
+    assert np.all(np.abs(means - simulated.mean(axis=0)) <= 4 * standard_error + 1e-3 * means)
 
 
 def test_huge_exponents_stay_finite_and_ordered():

@@ -190,10 +190,13 @@ class MirrorSync:
                 next_full = loop.time() + self.policy.reconcile_interval_s
 
     async def load_portfolio(self, portfolio_id: str) -> Reconciliation:
-        """Read a portfolio the mirror does not hold yet (and the market risk), now."""
+        """Read a portfolio the mirror does not hold yet, and the market risk of its regions, now; raises
+        the ``UpstreamError`` if the PMS does not know it or cannot be reached."""
+        await self._pms.composition(portfolio_id)  # fail here, with the PMS's error, rather than in the pass
         await self._mirror.track(PORTFOLIO, portfolio_id)
+        run = await self.reconcile(Upstream.PMS, Reconciliation.TRIGGER_ON_DEMAND, portfolios=[portfolio_id])
         await self.reconcile(Upstream.TRAFFIC_LIGHT, Reconciliation.TRIGGER_ON_DEMAND, full=False)
-        return await self.reconcile(Upstream.PMS, Reconciliation.TRIGGER_ON_DEMAND, portfolios=[portfolio_id])
+        return run
 
     # One pass.
 
@@ -215,7 +218,8 @@ class MirrorSync:
                 parts = await self._traffic_light_parts(full)
             else:
                 parts = await self._pms_parts(portfolios)
-            await asyncio.sleep(self.policy.grace_s)
+            if any(change.drift for part in parts for change in part.changes):
+                await asyncio.sleep(self.policy.grace_s)  # give live events for these changes time to land
             await self._feed.flush()
             good = [part for part in parts if not part.error]
             written = await self._mirror.settle(

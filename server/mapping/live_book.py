@@ -65,7 +65,8 @@ def live_book_config(base: EngineData, book: MirrorBook, *, request_path: str, a
             conflicts,
             reason="FIELD_INVALID",
         )
-    loans = [_engine_loan(loan, book) for loan in book.loans]
+    term_months = 12 * base.get("fund", {}).get("term_years", FundTerms.model_fields["term_years"].default)
+    loans = [_engine_loan(loan, book, term_months) for loan in book.loans]
     if not loans:
         raise FailedPrecondition(
             f"Portfolio {book.portfolio.scope} has no loans to simulate.",
@@ -75,8 +76,7 @@ def live_book_config(base: EngineData, book: MirrorBook, *, request_path: str, a
     regions, without_forecast = _regions(loans, book)
     data = {**base, "book": {**given, "loans": loans, "regions": regions, "generate": given.get("generate", False)}}
     size_derived = "size" not in base.get("fund", {})
-    if size_derived:
-        data["fund"] = {**base.get("fund", {}), "size": _fund_size(data)}
+    data["fund"] = {**base.get("fund", {}), "size": _fund_size(data, request_path)}
     config = _validated(data, request_path)
     default_size = FundTerms.model_fields["size"].default
     snapshot = simulation_pb2.BookSnapshot(
@@ -93,7 +93,7 @@ def live_book_config(base: EngineData, book: MirrorBook, *, request_path: str, a
     return LiveBook(config, snapshot)
 
 
-def _engine_loan(loan: loan_pb2.PortfolioLoan, book: MirrorBook) -> dict[str, Any]:
+def _engine_loan(loan: loan_pb2.PortfolioLoan, book: MirrorBook, term_months: int) -> dict[str, Any]:
     missing = [name for name in ("loan_amount", "property_value") if not loan.HasField(name) or getattr(loan, name) <= 0]
     if missing or loan.zone not in ZONE_NAMES:
         problem = f"lacks a positive {' and '.join(missing)}" if missing else "has no zone"
@@ -118,7 +118,7 @@ def _engine_loan(loan: loan_pb2.PortfolioLoan, book: MirrorBook) -> dict[str, An
         "origination_month": origination,
     }
     if loan.HasField("exit_year") and round(12 * loan.exit_year) > origination:
-        engine_loan["planned_exit_month"] = round(12 * loan.exit_year)
+        engine_loan["planned_exit_month"] = min(round(12 * loan.exit_year), max(term_months, origination + 1))
     terms = book.terms.get(loan.id)
     if terms is not None and terms.HasField("interest_rate") and 0 <= terms.interest_rate <= 0.5:
         engine_loan["interest_rate"] = terms.interest_rate
@@ -149,24 +149,48 @@ def _regions(loans: list[dict[str, Any]], book: MirrorBook) -> tuple[list[dict[s
     return regions, sorted(set(principal) - set(forecasts))
 
 
-def _fund_size(data: EngineData) -> float:
-    """The default size if the book fits it, else the smallest whole million that carries it."""
-    default = FundTerms.model_fields["size"].default
-    try:  # every other check, at a size any book fits
-        probe = load_config({**data, "fund": {**data.get("fund", {}), "size": PROBE_SIZE}})
-    except ConfigError:
-        return default  # something else is wrong; validation names it
+class _Fundability:
+    """Which fund sizes carry the book with its costs and reserve through deployment (the engine's check)."""
 
-    def fits(size: float) -> bool:
-        at_size = probe.model_copy(update={"fund": probe.fund.model_copy(update={"size": size})})
+    def __init__(self, data: EngineData):
+        try:  # every other check, at a size any book fits
+            self._probe: SimulationConfig | None = load_config({**data, "fund": {**data.get("fund", {}), "size": PROBE_SIZE}})
+        except ConfigError:
+            self._probe = None  # something else is wrong; validation names it
+
+    def fits(self, size: float) -> bool:
+        if self._probe is None:
+            return True
+        at_size = self._probe.model_copy(update={"fund": self._probe.fund.model_copy(update={"size": size})})
         return at_size.committed_during_deployment() <= size
 
-    if fits(default):
-        return default
-    size = math.ceil(sum(loan.amount for loan in probe.book.loans) / MILLION) * MILLION
-    while not fits(size) and size < PROBE_SIZE:
-        size += MILLION
-    return size
+    def smallest(self) -> float:
+        """The smallest whole million that fits."""
+        assert self._probe is not None
+        size = math.ceil(sum(loan.amount for loan in self._probe.book.loans) / MILLION) * MILLION
+        while not self.fits(size) and size < PROBE_SIZE:
+            size += MILLION
+        return size
+
+
+def _fund_size(data: EngineData, request_path: str) -> float:
+    """The caller's size if it carries the book; unset, the default if that does, else the smallest whole
+    million that does."""
+    fundability = _Fundability(data)
+    given = data.get("fund", {}).get("size")
+    size = given if given is not None else FundTerms.model_fields["size"].default
+    if fundability.fits(size):
+        return size
+    if given is None:
+        return fundability.smallest()
+    needed = fundability.smallest()
+    raise InvalidArgument(
+        f"The live book does not fit a fund of {size:,.0f} with its costs and reserve; it needs at least "
+        f"{needed:,.0f} (or leave fund.size unset).",
+        [(f"{request_path}.fund.size", f"at least {needed:,.0f} for this book")],
+        reason="CONFIG_INVALID",
+        metadata={"fund_size": f"{size:.0f}", "needed": f"{needed:.0f}"},
+    )
 
 
 def _validated(data: EngineData, request_path: str) -> SimulationConfig:

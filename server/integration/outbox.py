@@ -182,24 +182,26 @@ class Outbox:
 
         return await self._store.call(work)
 
-    async def delivered(self, record: PushRecord, receipt_id: str | None) -> None:
+    async def delivered(self, record: PushRecord, receipt_id: str | None, at_us: int) -> None:
         await self._update(
             record.id,
             state=PushState.DELIVERED.value,
             attempts=record.attempts + 1,
-            last_attempt_us=_now_us(),
-            deliver_us=_now_us(),
+            last_attempt_us=at_us,
+            deliver_us=at_us,
             receipt_id=receipt_id,
         )
 
-    async def failed(self, record: PushRecord, error: str, status: int | None, retry_at_us: int | None) -> None:
-        """An attempt failed: retry at ``retry_at_us``, or (None) a dead letter."""
+    async def failed(
+        self, record: PushRecord, error: str, status: int | None, retry_at_us: int | None, at_us: int
+    ) -> None:
+        """An attempt failed at ``at_us``: retry at ``retry_at_us``, or (None) a dead letter."""
         state = PushState.PENDING if retry_at_us is not None else PushState.DEAD_LETTER
         await self._update(
             record.id,
             state=state.value,
             attempts=record.attempts + 1,
-            last_attempt_us=_now_us(),
+            last_attempt_us=at_us,
             next_attempt_us=retry_at_us if retry_at_us is not None else record.next_attempt_us,
             last_error=error[:1000],
             last_status=status,
@@ -320,22 +322,24 @@ class OutboxDelivery:
         try:
             acknowledgement = await self._sink.deliver(record.push)
         except UpstreamError as error:
-            retry_at = self._retry_at(record, error)
-            await self._outbox.failed(record, error.message, error.status, retry_at)
+            now = _now_us()
+            retry_at = self._retry_at(record, error, now)
+            await self._outbox.failed(record, error.message, error.status, retry_at, now)
             outcome = "retry" if retry_at is not None else "dead_letter"
             log.log(logging.WARNING if retry_at else logging.ERROR, "push not delivered (%s)", outcome, extra=where)
         except Exception as error:  # a bug of ours: keep the push, try again later
             log.exception("push delivery failed unexpectedly", extra=where)
-            retry_at = self._retry_at(record, None)
-            await self._outbox.failed(record, f"internal error ({type(error).__name__})", None, retry_at)
+            now = _now_us()
+            retry_at = self._retry_at(record, None, now)
+            await self._outbox.failed(record, f"internal error ({type(error).__name__})", None, retry_at, now)
             outcome = "retry" if retry_at is not None else "dead_letter"
         else:
-            await self._outbox.delivered(record, acknowledgement.id)
+            await self._outbox.delivered(record, acknowledgement.id, _now_us())
             outcome = "delivered"
             log.info("push delivered", extra={**where, "attempts": record.attempts + 1})
         self._metrics.attempts.labels(system=system.value, outcome=outcome).inc()
 
-    def _retry_at(self, record: PushRecord, error: UpstreamError | None) -> int | None:
+    def _retry_at(self, record: PushRecord, error: UpstreamError | None, now_us: int) -> int | None:
         """When to try again (epoch µs), or None for a dead letter."""
         retryable = error is None or isinstance(error, RETRIED_ON) or (
             isinstance(error, UpstreamRejected) and error.status in RETRIED_STATUSES
@@ -346,6 +350,6 @@ class OutboxDelivery:
         delay = backoff * random.uniform(0.5, 1.0)
         if error is not None and error.retry_after is not None:
             delay = max(delay, error.retry_after)
-        retry_at = _now_us() + int(delay * 1e6)
+        retry_at = now_us + int(delay * 1e6)
         deadline = record.queued_us + int(self.policy.max_age_s * 1e6)
         return retry_at if retry_at <= deadline else None

@@ -54,6 +54,8 @@ def service_settings(sandbox: Sandbox, data_dir: Path, **overrides: Any) -> Sett
         "integration_breaker_threshold": 3,
         "integration_breaker_reset_s": 1.0,
         "integration_reconcile_grace_s": 0.2,
+        "integration_mirror_portfolios": sandbox.config.portfolio_id,
+        "integration_mirror_regions": ",".join(sandbox.world.regions),
         "max_concurrent_runs": 1,
     }
     return Settings(**(defaults | systems | overrides))

@@ -10,9 +10,9 @@ fall between replay and buffer.
 The stream ends (OK) once the bus ends all streams at shutdown. It yields serialised
 ``SubscribeEventsResponse`` messages (shared by all subscribers). While nothing is delivered for
 ``heartbeat_s`` it yields a heartbeat whose cursor is the newest event the bus has offered this
-subscriber, and only when its buffer is empty: every event up to that cursor was delivered or filtered
-out, so resuming from it skips nothing. (A heartbeat due while an event waits in the buffer gives way to
-the event.)
+subscriber, and only when its buffer is empty and it was not cut off: every event up to that cursor was
+delivered or filtered out, so resuming from it skips nothing. (A heartbeat due while an event waits in
+the buffer gives way to the event; one due as the subscriber is cut off gives way to the error.)
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ async def event_stream(
                 async with asyncio.timeout(heartbeat_s):
                     await subscriber.ready.wait()
             except TimeoutError:
-                if not bus.streams_ended and not subscriber.buffer:
+                if not (bus.streams_ended or subscriber.buffer or subscriber.cut_off):
                     position = max(position, subscriber.offered)
                     yield heartbeat(position)
     finally:

@@ -129,6 +129,9 @@ class Settings(BaseModel):
     integration_sandbox_events_per_second: float = Field(
         1.0, ge=0, description="event rate per system of the built-in sandbox (integrations=sandbox)"
     )
+    integration_sandbox_extensions: str = Field(
+        "", description="extensions to the guide the built-in sandbox adds, comma-separated (docs/sandbox.md)"
+    )
     event_retention_hours: float = Field(24.0, gt=0, description="how long events stay resumable")
     event_subscriber_buffer: int = Field(1024, ge=1, description="events buffered per subscriber before cut-off")
 
@@ -151,12 +154,19 @@ class Settings(BaseModel):
         "underwriting_ws_channels",
         "integration_mirror_portfolios",
         "integration_mirror_regions",
+        "integration_sandbox_extensions",
     )
     @classmethod
     def _id_list(cls, value: str, info: ValidationInfo) -> str:
         items = id_list(value)
         if info.field_name.endswith("_ws_channels") and not items:
             raise ValueError("name at least one channel")
+        if info.field_name == "integration_sandbox_extensions":
+            from adapters.sandbox.config import Extensions  # the sandbox's own list
+
+            unknown = sorted(set(items) - set(Extensions.model_fields))
+            if unknown:
+                raise ValueError(f"unknown extensions {unknown}; expected some of {list(Extensions.model_fields)}")
         if any(len(item) > 128 for item in items):
             raise ValueError("names are at most 128 characters")
         return ",".join(items)

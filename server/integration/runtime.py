@@ -237,7 +237,10 @@ class IntegrationRuntime:
         # Imported here: only this mode runs the sandbox; the adapters never import it.
         from adapters.sandbox import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SandboxConfig, running_sandbox
 
-        config = SandboxConfig(events_per_second=self.settings.integration_sandbox_events_per_second)
+        extensions = dict.fromkeys(id_list(self.settings.integration_sandbox_extensions), True)
+        config = SandboxConfig(
+            events_per_second=self.settings.integration_sandbox_events_per_second, extensions=extensions
+        )
         sandbox = await self._exit.enter_async_context(running_sandbox(config))
         self.sandbox = sandbox
         log.info("sandbox started", extra={"sandbox_url": sandbox.base_url})

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
 
+from adapters.sandbox import Sandbox
 from adapters.systems import Upstream
 from equihome.integration.v1 import integration_service_pb2 as pb
-from equihome.type.v1 import loan_pb2, market_pb2, zone_pb2
+from equihome.type.v1 import market_pb2, zone_pb2
 from server.errors import unpack
-from tests.integration.conftest import Service
+from server.integration.cache import cache_key
+from tests.integration.conftest import Service, eventually
 
 ZONE_NAMES = {"green": zone_pb2.ZONE_GREEN, "orange": zone_pb2.ZONE_ORANGE, "red": zone_pb2.ZONE_RED}
 
@@ -51,7 +54,10 @@ async def test_unknown_portfolio_is_not_found_upstream(service: Service) -> None
     assert details.error_info is not None and details.error_info.metadata["system"] == "pms"
 
 
-async def test_invalid_requests_are_refused_before_any_upstream_call(service: Service) -> None:
+async def test_invalid_requests_are_refused_before_any_upstream_call(
+    sandbox: Sandbox, make_service: Callable[..., Awaitable[Service]]
+) -> None:
+    service = await make_service(sandbox, integration_mirror_regions="")  # the mirror reads nothing from the TLS
     for request in (
         pb.GetZoneClassificationsRequest(),
         pb.GetZoneClassificationsRequest(property_ids=["a", "a"]),
@@ -89,3 +95,21 @@ async def test_reads_without_optional_fields_leave_them_unset(service: Service) 
 
     assert {risk.region_id for risk in risks.market_risks if not risk.HasField("appreciation_forecast")} == set(lacking)
     assert {loan.id for loan in composition.composition.loans if not loan.HasField("appreciation_rate")} == no_rate
+
+
+async def test_a_read_abandoned_by_its_callers_deadline_still_fills_the_cache(service: Service) -> None:
+    key = cache_key(Upstream.PMS, "metrics", "portfolio_456")
+    service.sandbox.set_faults({"pms": {"latency_ms": 400}})
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.integrations.GetPortfolioMetrics(pb.GetPortfolioMetricsRequest(portfolio_id="portfolio_456"), timeout=0.1)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    await eventually(lambda: _cached(service, key))
+    service.sandbox.set_faults({"pms": {"latency_ms": 0, "outage": True}})
+    stale = await service.integrations.GetPortfolioMetrics(pb.GetPortfolioMetricsRequest(portfolio_id="portfolio_456"))
+    assert stale.freshness.stale and stale.portfolio_id == "portfolio_456"
+
+
+async def _cached(service: Service, key: str) -> bool:
+    return key in await service.runtime.cache.get([key])

@@ -111,6 +111,9 @@ class Settings(BaseModel):
     traffic_light_ws_channels: str = Field("zone_updates", description="TLS WebSocket channels, comma-separated")
     pms_ws_channels: str = Field("portfolio_updates", description="PMS WebSocket channels, comma-separated")
     underwriting_ws_channels: str = Field("loan_updates", description="Underwriting channels, comma-separated")
+    integration_sync: bool = Field(
+        True, description="keep the mirror in step with the systems' REST reads (polling, reconciliation)"
+    )
     integration_mirror_portfolios: str = Field(
         "", description="PMS portfolios to mirror from the start, comma-separated (sandbox: its portfolio)"
     )

@@ -196,7 +196,7 @@ class IntegrationRuntime:
         self.reads = IntegrationReads(
             ReadThrough(self.cache), self.clients.traffic_light, self.clients.pms, self.clients.underwriting
         )
-        self.sync = MirrorSync(
+        sync = MirrorSync(
             self.mirror,
             self._feed,
             self.clients.traffic_light,
@@ -219,7 +219,9 @@ class IntegrationRuntime:
                 max_age_s=settings.integration_push_max_age_s, max_backoff_s=settings.integration_push_max_backoff_s
             ),
         )
-        self._spawn(self.sync.run(), "mirror sync")
+        if settings.integration_sync:
+            self.sync = sync
+            self._spawn(sync.run(), "mirror sync")
         self._spawn(delivery.run(), "push delivery")
         for source in sources:
             self._spawn(source.run(self), f"{source.system.value} events")

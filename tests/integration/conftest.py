@@ -54,6 +54,9 @@ def service_settings(sandbox: Sandbox, data_dir: Path, **overrides: Any) -> Sett
         "integration_breaker_threshold": 3,
         "integration_breaker_reset_s": 1.0,
         "integration_reconcile_grace_s": 0.2,
+        # Off unless a test is about the mirror: its reconciliations add events and REST calls that tests
+        # of the event stream and of the REST resilience would have to step around.
+        "integration_sync": False,
         "integration_mirror_portfolios": sandbox.config.portfolio_id,
         "integration_mirror_regions": ",".join(sandbox.world.regions),
         "max_concurrent_runs": 1,

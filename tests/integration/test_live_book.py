@@ -18,6 +18,7 @@ from server.errors import unpack
 from tests.integration.conftest import Service
 
 Simulation = simulation_pb2.Simulation
+SYNC = {"integration_sync": True}
 FEW_PATHS = json_format.ParseDict({"monte_carlo": {"paths": 100, "chunk_paths": 100}}, simulation_config_pb2.SimulationConfig())
 
 
@@ -33,7 +34,7 @@ async def finished(service: Service, name: str) -> Simulation:
 async def test_a_simulation_of_the_sandboxs_portfolio_runs_exactly_its_pms_book_and_keeps_the_snapshot(
     sandbox: Sandbox, make_service: Callable[..., Awaitable[Service]]
 ) -> None:
-    service = await make_service(sandbox)
+    service = await make_service(sandbox, **SYNC)
     portfolio = sandbox.world.portfolio
     pms_loans = {loan.id: loan for loan in portfolio.loans.values()}
 
@@ -61,7 +62,7 @@ async def test_a_simulation_of_the_sandboxs_portfolio_runs_exactly_its_pms_book_
     assert run.effective_config.fund.size >= sum(loan.amount for loan in pms_loans.values())
 
     await service.app.shutdown(grace=1)  # the snapshot is stored with the run
-    again = await make_service(sandbox)
+    again = await make_service(sandbox, **SYNC)
     stored = (await again.simulations.GetSimulation(pb.GetSimulationRequest(name=run.name))).simulation
     assert stored.book_snapshot == snapshot and stored.effective_config == run.effective_config
 
@@ -71,7 +72,7 @@ async def test_regions_and_their_spreads_come_from_the_mirror_when_the_pms_repor
 ) -> None:
     linked = SandboxConfig(events_per_second=0, extensions=Extensions(loan_links=True))
     async with running_sandbox(linked) as sandbox:
-        service = await make_service(sandbox)
+        service = await make_service(sandbox, **SYNC)
         request = pb.RunSimulationRequest(portfolio_id="portfolio_456", config=FEW_PATHS)
         run = (await service.simulations.RunSimulation(request, timeout=120)).simulation
 
@@ -97,7 +98,10 @@ async def test_regions_and_their_spreads_come_from_the_mirror_when_the_pms_repor
     assert run.state == Simulation.STATE_SUCCEEDED and run.portfolio_id == "portfolio_456"
 
 
-async def test_an_unknown_portfolio_is_not_found_and_a_book_in_the_config_conflicts(service: Service) -> None:
+async def test_an_unknown_portfolio_is_not_found_and_a_book_in_the_config_conflicts(
+    sandbox: Sandbox, make_service: Callable[..., Awaitable[Service]]
+) -> None:
+    service = await make_service(sandbox, **SYNC)
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await service.simulations.RunSimulation(pb.RunSimulationRequest(portfolio_id="portfolio_999", config=FEW_PATHS))
     conflicting = simulation_config_pb2.SimulationConfig()

@@ -40,7 +40,7 @@ async def test_every_event_that_reached_a_socket_arrives_once_and_the_rest_throu
     async with running_sandbox(config) as sandbox:
         sandbox.set_faults({system.value: {"ws_drop_after_events": 25} for system in Upstream})
         service = await make_service(
-            sandbox, integration_reconcile_interval_s=1.0, integration_poll_interval_s=1.0
+            sandbox, integration_sync=True, integration_reconcile_interval_s=1.0, integration_poll_interval_s=1.0
         )
         await service.connected()
         await eventually(lambda: mirror_matches_world(service, Upstream.PMS))

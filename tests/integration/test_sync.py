@@ -4,8 +4,12 @@ publishes and counts what no socket delivered. Expectations come from the sandbo
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
+from adapters.sandbox import Sandbox
 from adapters.systems import Upstream
 from equihome.events.v1 import event_pb2
 from equihome.integration.v1 import integration_pb2
@@ -15,6 +19,14 @@ from tests.integration.conftest import Service, eventually, take
 
 Reconciliation = integration_pb2.Reconciliation
 PORTFOLIO = "portfolio_456"
+
+
+@pytest.fixture
+async def service(sandbox: Sandbox, make_service: Callable[..., Awaitable[Service]]) -> Service:
+    """A service that keeps its mirror in step (off in the other integration tests)."""
+    running = await make_service(sandbox, integration_sync=True)
+    await running.connected()
+    return running
 
 
 async def reconcile_now(service: Service, system: Upstream) -> Reconciliation:

@@ -83,11 +83,18 @@ class JobReporter(Protocol):
 _worker_channel: tuple[Any, Any] | None = None  # (message queue, cancel flags) in a worker process
 
 
-def _init_worker(messages: Any, cancel_flags: Any) -> None:
-    """Pool initializer: keep the channel to the parent; leave Ctrl-C to the parent's shutdown."""
+def _init_worker(messages: Any, cancel_flags: Any, warm_up: Callable[[], None] | None) -> None:
+    """Pool initializer: keep the channel to the parent; leave Ctrl-C to the parent's shutdown; pay the
+    worker's start-up (imports, compiled kernels) now rather than on the first job."""
     global _worker_channel
     _worker_channel = (messages, cancel_flags)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if warm_up is not None:
+        warm_up()
+
+
+def _ready() -> None:
+    """A no-op job: submitting one per slot makes the pool spawn (and warm) every worker."""
 
 
 def _channel() -> tuple[Any, Any]:
@@ -208,12 +215,14 @@ class JobRunner:
         on_load_change: Callable[[int, int], None] | None = None,
         keep_finished: int = 256,
         cancel_on_shutdown: bool = True,
+        warm_up: Callable[[], None] | None = None,
     ):
         if max_running < 1 or max_queued < 0:
             raise ValueError("max_running must be >= 1 and max_queued >= 0")
         self.max_running = max_running
         self.max_queued = max_queued
         self.cancel_on_shutdown = cancel_on_shutdown
+        self._warm_up = warm_up
         self._progress_interval = progress_interval
         self._on_load_change = on_load_change
         self._keep_finished = keep_finished
@@ -234,23 +243,29 @@ class JobRunner:
     # Life cycle --------------------------------------------------------------------------------
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> JobRunner:
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None,
+                      warm_up: Callable[[], None] | None = None) -> JobRunner:
         """A runner sized by the settings, reporting its load to ``metrics``; call ``start()`` next."""
         return cls(
             max_running=settings.max_concurrent_runs,
             max_queued=settings.max_queued_runs,
             on_load_change=metrics.set_run_load if metrics is not None else None,
             cancel_on_shutdown=settings.shutdown_cancels_runs,
+            warm_up=warm_up,
         )
 
     async def start(self) -> None:
-        """Create the pool (workers start on first use) and the progress reader thread."""
+        """Create the pool and the progress reader thread. With ``warm_up``, every worker is started and
+        warmed now, in the background, so no request waits for a worker's start-up."""
         if self._loop is not None:
             raise RuntimeError("the job runner is already started")
         self._loop = asyncio.get_running_loop()
         self._messages = self._context.SimpleQueue()
         self._cancel_flags = self._context.Array("b", self.max_running, lock=False)
         self._pool = self._new_pool()
+        if self._warm_up is not None:
+            for _ in range(self.max_running):
+                self._pool.submit(_ready)
         self._reader = threading.Thread(target=self._read_messages, name="equihome-job-progress", daemon=True)
         self._reader.start()
 
@@ -266,7 +281,7 @@ class JobRunner:
             max_workers=self.max_running,
             mp_context=self._context,
             initializer=_init_worker,
-            initargs=(self._messages, self._cancel_flags),
+            initargs=(self._messages, self._cancel_flags, self._warm_up),
         )
 
     async def shutdown(

@@ -16,6 +16,7 @@ from datetime import timedelta
 from server.app import AppServer, Lifecycle, ServiceBinding, serve
 from server.integration.runtime import IntegrationRuntime
 from server.jobs import JobRunner
+from server.services import simulation_job
 from server.observability import Metrics, configure_logging
 from server.services import ServiceDependencies, build_bindings
 from server.settings import Settings, SettingsError, load_settings
@@ -42,7 +43,7 @@ async def open_services(
     if interrupted:
         log.warning("%d simulation(s) left unfinished by the last process are now INTERRUPTED", interrupted)
     lifecycle.add_background_task(purge_expired_runs(store.runs), name="run retention")
-    runner = JobRunner.from_settings(settings, metrics)
+    runner = JobRunner.from_settings(settings, metrics, warm_up=simulation_job.warm_up)
     await runner.start()
     lifecycle.add_close_hook(runner.shutdown, name="job runner")
     integrations = await IntegrationRuntime.start(settings, store, metrics.registry)

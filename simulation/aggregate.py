@@ -18,6 +18,7 @@ from .streams import Purpose, generator
 CONFIDENCE_LEVELS = (0.95, 0.99)
 HEADLINE = "lp_net_irr"
 BOOTSTRAP_REPLICATES = 100
+BOOTSTRAP_BATCH_VALUES = 2_000_000  # resampled values held at once per metric: bounds memory at any path count
 
 
 def risk_metrics(config: SimulationConfig, lp_irr: np.ndarray, lp_moic: np.ndarray,
@@ -30,11 +31,15 @@ def risk_metrics(config: SimulationConfig, lp_irr: np.ndarray, lp_moic: np.ndarr
     """
     samples = {"irr": lp_irr, "moic": lp_moic, "drawdown": max_drawdown}
     clean = {name: values[np.isfinite(values)] for name, values in samples.items()}
-    rng = generator(config.monte_carlo.seed, Purpose.BOOTSTRAP)
-    resampled = {name: values[rng.integers(0, len(values), (BOOTSTRAP_REPLICATES, len(values)))]
-                 for name, values in clean.items()}
     point = _risk_figures(config, **{name: values[np.newaxis, :] for name, values in clean.items()})
-    spread = _risk_figures(config, **resampled)
+    rng = generator(config.monte_carlo.seed, Purpose.BOOTSTRAP)
+    batch = max(1, BOOTSTRAP_BATCH_VALUES // max(len(values) for values in clean.values()))
+    batches = []
+    for start in range(0, BOOTSTRAP_REPLICATES, batch):
+        replicates = min(batch, BOOTSTRAP_REPLICATES - start)
+        batches.append(_risk_figures(config, **{
+            name: values[rng.integers(0, len(values), (replicates, len(values)))] for name, values in clean.items()}))
+    spread = {name: np.concatenate([figures[name] for figures in batches]) for name in point}
     return _risk_metrics({name: float(values[0]) for name, values in point.items()},
                          standard_errors=_risk_metrics({name: _standard_error(values)
                                                         for name, values in spread.items()}))
@@ -44,7 +49,8 @@ def _risk_figures(config: SimulationConfig, irr: np.ndarray, moic: np.ndarray,
                   drawdown: np.ndarray) -> dict[str, np.ndarray]:
     """Every risk figure for each row of NaN-free path samples ``(rows, paths)``."""
     rep = config.reporting
-    loss = np.maximum(0.0, 1.0 - moic)
+    irr = np.sort(irr, axis=1)  # sorted once: the quantiles and tail means below then cost O(n)
+    loss = np.sort(np.maximum(0.0, 1.0 - moic), axis=1)
     figures = {
         "volatility": metrics.volatility(irr),
         "sharpe": metrics.sharpe(irr, rep.risk_free_rate),

@@ -370,6 +370,69 @@ class MonteCarlo(_Model):
     deterministic: bool = False
 
 
+class ZoneShift(_Model):
+    """A change per zone; no change by default."""
+
+    green: float = 0.0
+    orange: float = 0.0
+    red: float = 0.0
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.green, self.orange, self.red])
+
+
+class ZoneMultiplier(_Model):
+    """A factor per zone; unchanged (1) by default."""
+
+    green: float = 1.0
+    orange: float = 1.0
+    red: float = 1.0
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.green, self.orange, self.red])
+
+
+class Stress(_Model):
+    """A stress scenario applied on top of the market (domain §7.2); the default is no stress at all.
+
+    Price: the zone indices jump by ``price_shock`` (a fraction, −0.3 = −30 %) at ``price_shock_month`` and
+    stay there; inside ``[window_start_month, window_end_month)`` each zone's annual drift moves by
+    ``drift_shift`` and its volatility is multiplied by ``vol_multiplier``. Credit and liquidity: the default
+    hazard is multiplied by ``default_multiplier`` and the voluntary-exit hazard by ``exit_multiplier`` per
+    zone; recoveries lose a further ``recovery_haircut``. The random numbers are those of the unstressed run
+    (common random numbers), and the hazards keep their unstressed calibration, so a stressed run differs
+    from its base only by the shock.
+    """
+
+    price_shock: ZoneShift = ZoneShift()
+    price_shock_month: Annotated[int, Field(ge=0, le=360)] = 0
+    drift_shift: ZoneShift = ZoneShift()
+    vol_multiplier: ZoneMultiplier = ZoneMultiplier()
+    window_start_month: Annotated[int, Field(ge=0, le=360)] = 0
+    window_end_month: Annotated[int, Field(ge=0, le=360)] = 360
+    default_multiplier: ZoneMultiplier = ZoneMultiplier()
+    exit_multiplier: ZoneMultiplier = ZoneMultiplier()
+    recovery_haircut: Rate = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        checks = ((self.price_shock, -0.95, 1.0, "price_shock"), (self.drift_shift, -0.5, 0.5, "drift_shift"),
+                  (self.vol_multiplier, 0.0, 10.0, "vol_multiplier"),
+                  (self.default_multiplier, 0.0, 50.0, "default_multiplier"),
+                  (self.exit_multiplier, 0.0, 10.0, "exit_multiplier"))
+        for values, low, high, name in checks:
+            for zone, value in zip(ZONES, values.as_array()):
+                if not (np.isfinite(value) and low <= value <= high):
+                    raise ValueError(f"{name}.{zone}: must lie within [{low}, {high}]")
+        if self.window_start_month > self.window_end_month:
+            raise ValueError("window_end_month: must not come before window_start_month")
+        return self
+
+    @property
+    def is_neutral(self) -> bool:
+        return self == Stress()
+
+
 class Reporting(_Model):
     discount_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.08
     risk_free_rate: Annotated[float, Field(ge=-0.1, le=1.0)] = 0.03
@@ -388,6 +451,7 @@ class SimulationConfig(_Model):
     market: Market = Market()
     monte_carlo: MonteCarlo = MonteCarlo()
     reporting: Reporting = Reporting()
+    stress: Stress = Stress()
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -398,6 +462,11 @@ class SimulationConfig(_Model):
         explicit = sum(loan.amount for loan in self.book.loans)
         if explicit > self.fund.size:
             raise ValueError("book.loans: explicit loans exceed the fund size")
+        if self.stress.price_shock_month > term_months:
+            raise ValueError("stress.price_shock_month: must fall inside the fund term")
+        shifted = [z.drift + s for z, s in zip(self.market.zones(), self.stress.drift_shift.as_array())]
+        if min(shifted) <= -1.0:
+            raise ValueError("stress.drift_shift: a shifted zone drift must stay above -100 %")
         needs_calibration = any(z.exit_hazard is None for z in self.market.zones())
         if needs_calibration and round(self.market.avg_exit_year * 12) > self.loans.term_months:
             raise ValueError("market.avg_exit_year: the median voluntary exit must come before loan maturity "

@@ -22,6 +22,7 @@ thresholds divided by a tiny base hazard stay finite. The clip binds only after 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 from scipy import optimize
 from scipy.special import ndtr
 
@@ -32,7 +33,8 @@ MAX_LOG_WEIGHT = 300.0
 
 def cumulative_exit_intensity(series_log: np.ndarray, beta: float) -> np.ndarray:
     """``C(m) = Σ_{j=1..m} I(j−1)^β·dt`` per (path, series), shape (P, S, M + 1), 0 at month 0."""
-    return _cumulative(beta * series_log)
+    series_log = np.ascontiguousarray(series_log, dtype=float)
+    return _cumulative(series_log, beta, 0.0, np.zeros((series_log.shape[-2], series_log.shape[-1])))
 
 
 def cumulative_default_intensity(series_log: np.ndarray, beta_d: float, expected_weight: np.ndarray) -> np.ndarray:
@@ -41,8 +43,27 @@ def cumulative_default_intensity(series_log: np.ndarray, beta_d: float, expected
     The weight grows in a drawdown, so defaults cluster in falling markets; ``expected_weight`` (S, M + 1)
     is its expectation per series and month (``expected_drawdown_weight``), so the mean intensity is 1.
     """
-    drawdown = series_log - np.maximum.accumulate(series_log, axis=-1)
-    return _cumulative(-beta_d * drawdown - np.log(expected_weight))
+    series_log = np.ascontiguousarray(series_log, dtype=float)
+    return _cumulative(series_log, 0.0, beta_d, np.log(np.broadcast_to(expected_weight, series_log.shape[-2:])))
+
+
+@njit(cache=True, nogil=True)
+def _cumulative(series_log: np.ndarray, beta_a: float, beta_d: float, log_normaliser: np.ndarray) -> np.ndarray:
+    """``Σ_{j=1..m} exp(clip(β_a·x(j−1) − β_d·dd(j−1) − log_normaliser(j−1)))·dt`` along the months of each
+    (path, series) row, with a leading 0; one of ``β_a``, ``β_d`` is used at a time."""
+    n_paths, n_series, n_points = series_log.shape
+    out = np.zeros(series_log.shape)
+    for p in range(n_paths):
+        for s in range(n_series):
+            x = series_log[p, s]
+            peak, total = x[0], 0.0
+            for m in range(1, n_points):
+                previous = x[m - 1]
+                peak = max(peak, previous)
+                log_weight = beta_a * previous - beta_d * (previous - peak) - log_normaliser[s, m - 1]
+                total += np.exp(min(max(log_weight, -MAX_LOG_WEIGHT), MAX_LOG_WEIGHT)) * DT
+                out[p, s, m] = total
+    return out
 
 
 def expected_drawdown_weight(monthly_drift: float, monthly_sd: float, months: int, beta_d: float,
@@ -107,27 +128,39 @@ def first_passage(
 
     ``cum`` (P, S, M + 1) is non-decreasing along months; the loan arrays are (K,), thresholds are
     non-negative and may be +inf, and a start at or beyond M never passes. The comparison is the
-    floating-point one as written, ties included. Loans that never pass by month M are settled by
-    one look-up; the rest share a vectorised binary search over the months (⌈log2 M⌉ gathers).
+    floating-point one as written, ties included; rounding is monotone, so a binary search over the
+    months finds the first month that passes (⌈log2 M⌉ look-ups per loan).
     """
-    _, n_series, n_points = cum.shape
-    last_month = n_points - 1
-    flat = cum.reshape(-1)
-    path, series, start = (np.asarray(a, dtype=np.int64) for a in (path, series, start))
-    row_start = (path * n_series + series) * n_points
-    first = np.minimum(start, last_month)
-    target = _smallest_value_reaching(flat[row_start + first], np.asarray(threshold, dtype=float))
-    month = np.full(path.shape, n_points, dtype=np.int64)
-    passing = np.flatnonzero((start < last_month) & (flat[row_start + last_month] >= target))
-    rows, goal = row_start[passing], target[passing]
-    low, high = first[passing] + 1, np.full(passing.shape, last_month)  # answer in [low, high]
-    while passing.size and np.any(low < high):
+    path, series, start = (np.ascontiguousarray(a, dtype=np.int64) for a in (path, series, start))
+    threshold = np.ascontiguousarray(np.broadcast_to(threshold, path.shape), dtype=float)
+    return first_passage_months(np.ascontiguousarray(cum), path, series, start, threshold)
+
+
+@njit(cache=True, nogil=True)
+def first_passage_months(cum, path, series, start, threshold):
+    months = np.empty(path.size, dtype=np.int64)
+    for k in range(path.size):
+        months[k] = first_passage_month(cum[path[k], series[k]], start[k], threshold[k])
+    return months
+
+
+@njit(cache=True, nogil=True)
+def first_passage_month(row: np.ndarray, start: int, threshold: float) -> int:
+    """``first_passage`` for one loan on its series' row of the cumulative intensity."""
+    last = row.size - 1
+    if start >= last:
+        return last + 1
+    base = row[start]
+    if not row[last] - base >= threshold:
+        return last + 1
+    low, high = start + 1, last
+    while low < high:
         middle = (low + high) // 2
-        reached = flat[rows + middle] >= goal
-        high = np.where(reached, middle, high)
-        low = np.where(reached, low, middle + 1)
-    month[passing] = low
-    return month
+        if row[middle] - base >= threshold:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 CALIBRATION_WALKS = 4096
@@ -177,23 +210,5 @@ def _calibrated_hazard(drift: float, variance: float, beta_a: float, hold: int, 
                                         np.log(deterministic) - 5.0, np.log(deterministic) + 5.0, xtol=1e-12)))
 
 
-def _cumulative(log_weight: np.ndarray) -> np.ndarray:
-    """``Σ_{j=1..m} exp(log_weight(j−1))·dt`` along the last axis, with a leading 0 at month 0."""
-    cum = np.zeros(log_weight.shape)
-    np.cumsum(np.exp(_clip(log_weight[..., :-1])) * DT, axis=-1, out=cum[..., 1:])
-    return cum
-
-
 def _clip(log_weight: np.ndarray) -> np.ndarray:
     return np.clip(log_weight, -MAX_LOG_WEIGHT, MAX_LOG_WEIGHT)
-
-
-def _smallest_value_reaching(base: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """Smallest float x with ``x − base ≥ threshold`` in floating point (base, threshold ≥ 0).
-
-    ``base + threshold`` rounds to within one step of it, so one step up, then one step down, fixes it.
-    """
-    target = base + threshold
-    target = np.where(target - base < threshold, np.nextafter(target, np.inf), target)
-    below = np.nextafter(target, -np.inf)
-    return np.where(below - base >= threshold, below, target)

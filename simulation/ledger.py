@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from . import loans
 from .config import CapitalCallMode, FeeBasis, FeeRecipient, FeeTiming
-from .lifecycle import MONTHS_PER_YEAR, ChunkMarket, ModelParams, Outcomes, share_for
+from .lifecycle import MONTHS_PER_YEAR, ChunkMarket, ModelParams, Outcomes
 
 QUARTER = 3
 
@@ -34,57 +35,63 @@ class LoanFlows:
     loan_value: np.ndarray  # (paths, marks): fair value of active loans plus pending recoveries
 
 
-def _monthly(path: np.ndarray, month: np.ndarray, weights: np.ndarray, n_paths: int, months: int) -> np.ndarray:
-    size = n_paths * (months + 1)
-    return np.bincount(path * (months + 1) + month, weights, size).reshape(n_paths, months + 1)
-
-
 def loan_flows(params: ModelParams, mkt: ChunkMarket, outcomes: list[Outcomes], n_paths: int,
                mark_months: np.ndarray) -> LoanFlows:
     fees = params.config.fees
     m = params.months
-    zero = np.zeros((n_paths, m + 1))
-    sums = {name: zero.copy() for name in
-            ("originations", "recycled", "proceeds", "recoveries", "origination_fees", "acquisition_fees",
-             "disposition_fees", "outstanding")}
+    initial, recycled, proceeds, recoveries, acquisition, disposition, outstanding = (
+        np.zeros((n_paths, m + 1)) for _ in range(7))
     loan_value = np.zeros((n_paths, len(mark_months)))
     for out in outcomes:
         ln = out.loans
-        funded = _monthly(ln.path, ln.origination, ln.amount, n_paths, m)
-        sums["originations" if out.generation == 0 else "recycled"] += funded
-        sums["proceeds"] += _monthly(ln.path, out.cash_month, np.where(out.defaulted, 0.0, out.cash), n_paths, m)
-        sums["recoveries"] += _monthly(ln.path, out.cash_month, np.where(out.defaulted, out.cash, 0.0), n_paths, m)
-        sums["origination_fees"] += fees.origination_fee_rate * funded
-        sums["acquisition_fees"] += _monthly(ln.path, ln.origination, fees.acquisition_fee_rate * ln.value0,
-                                             n_paths, m)
-        sums["disposition_fees"] += _monthly(ln.path, out.cash_month,
-                                             np.where(out.defaulted, 0.0, fees.disposition_fee_rate * out.cash),
-                                             n_paths, m)
-        sums["outstanding"] += funded - _monthly(ln.path, out.event_month, ln.amount, n_paths, m)
-        loan_value += _marks(params, mkt, out, n_paths, mark_months)
+        _accumulate(mkt.index, ln.path, params.series(ln.zone, ln.region), ln.origination, ln.amount,
+                    ln.value0, ln.rate, ln.share, out.event_month, out.cash_month, out.cash, out.defaulted,
+                    fees.acquisition_fee_rate, fees.disposition_fee_rate, mark_months,
+                    initial if out.generation == 0 else recycled, proceeds, recoveries, acquisition, disposition,
+                    outstanding, loan_value, *params.economics)
     # Principal is never negative; the running sum of +L/-L can round to -1e-10 once a path runs off.
-    sums["outstanding"] = np.maximum(np.cumsum(sums["outstanding"], axis=1), 0.0)
-    return LoanFlows(**sums, mark_months=mark_months, loan_value=loan_value)
+    return LoanFlows(originations=initial, recycled=recycled, proceeds=proceeds, recoveries=recoveries,
+                     origination_fees=fees.origination_fee_rate * (initial + recycled),
+                     acquisition_fees=acquisition, disposition_fees=disposition,
+                     outstanding=np.maximum(np.cumsum(outstanding, axis=1), 0.0),
+                     mark_months=mark_months, loan_value=loan_value)
 
 
-def _marks(params: ModelParams, mkt: ChunkMarket, out: Outcomes, n_paths: int, mark_months: np.ndarray) -> np.ndarray:
-    """Mark-to-model value at each mark month: index-based fair value, or the pending recovery."""
-    ln, terms = out.loans, params.config.loans
-    log_index = mkt.series_log.reshape(-1)
-    row = (ln.path * mkt.series_log.shape[1] + params.series(ln.zone, ln.region)) * mkt.series_log.shape[2]
-    log_at_origination = log_index[row + ln.origination]
-    values = np.zeros((n_paths, len(mark_months)))
-    for j, t in enumerate(mark_months):
-        a = np.flatnonzero((ln.origination <= t) & (t < out.event_month))
-        amount, value0 = ln.amount[a], ln.value0[a]
-        value_t = value0 * np.exp(log_index[row[a] + t] - log_at_origination[a])
-        fair = loans.exit_proceeds(amount, value0, value_t, (t - ln.origination[a]) / MONTHS_PER_YEAR, ln.rate[a],
-                                share_for(params, amount, value0, ln.share[a], value_t), terms.share_depreciation,
-                                terms.senior_ltv * value0, terms.sale_cost)
-        pending = out.defaulted & (out.event_month <= t) & (t < out.cash_month)
-        values[:, j] = (np.bincount(ln.path[a], fair, n_paths)
-                        + np.bincount(ln.path[pending], out.cash[pending], n_paths))
-    return values
+@njit(cache=True, nogil=True)
+def _accumulate(index, path, series, origination, amount, value0, rate, share_override, event_month,
+                cash_month, cash, defaulted, acquisition_rate, disposition_rate, mark_months, funded, proceeds,
+                recoveries, acquisition, disposition, outstanding, loan_value, share_method, fixed_share,
+                tier_thresholds, tier_shares, share_depreciation, senior_ltv, sale_cost):
+    """Add one generation's loans to the monthly flows and to the marks.
+
+    A loan is marked to model at every mark month t in [origination, event): the exit formula on the index
+    value ``V0·I_s(t)/I_s(o)`` without property noise (domain §2.8); a defaulted loan is held at its recovery
+    from the default until the cash arrives.
+    """
+    for k in range(path.size):
+        p, s, o, end, paid = path[k], series[k], origination[k], event_month[k], cash_month[k]
+        funded[p, o] += amount[k]
+        acquisition[p, o] += acquisition_rate * value0[k]
+        outstanding[p, o] += amount[k]
+        outstanding[p, end] -= amount[k]
+        if defaulted[k]:
+            recoveries[p, paid] += cash[k]
+        else:
+            proceeds[p, paid] += cash[k]
+            disposition[p, paid] += disposition_rate * cash[k]
+        senior = senior_ltv * value0[k]
+        for j in range(mark_months.size):
+            t = mark_months[j]
+            if o <= t < end:
+                value = value0[k] * index[p, s, t] / index[p, s, o]
+                share = share_override[k]
+                if np.isnan(share):
+                    share = loans.share_at(share_method, amount[k] / value0[k], value / value0[k] - 1.0,
+                                           fixed_share, tier_thresholds, tier_shares)
+                loan_value[p, j] += loans.proceeds_at(amount[k], value0[k], value, (t - o) / MONTHS_PER_YEAR,
+                                                      rate[k], share, share_depreciation, senior, sale_cost)
+            elif defaulted[k] and end <= t < paid:
+                loan_value[p, j] += cash[k]
 
 
 def mark_months_for(params: ModelParams) -> np.ndarray:
@@ -162,14 +169,19 @@ def run_ledger(params: ModelParams, flows: LoanFlows, cost: Costs) -> Ledger:
     expenses are paid from earned cash first, then from capital; loans of the initial book are paid only
     from capital, called as needed. Exit proceeds therefore never fund the initial book: the only proceeds
     reinvested are those the recycling policy retains, spent on recycled loans in the month they arrive.
-    During the reinvestment period calls also top the cash up to the reserve target. Distributions pay out
-    cash above the reserve, less the capital kept for initial loans still to fund, earned cash first.
+    During the reinvestment period a call also tops the cash up to the reserve target, but only when the fund
+    calls anyway (for loans, or for costs the cash cannot meet): it never calls between two distributions
+    just to rebuild the reserve, so capital is not called back right after it was paid out. Distributions pay out
+    cash above the reserve, less the capital kept for initial loans still to fund, earned cash first. Once
+    the commitments are fully called no cost can be met by a call any more, so the reserve then holds every
+    fee and expense still to come until fund end.
     """
     fund, m = params.config.fund, params.months
     n_paths = flows.outstanding.shape[0]
     kept = flows.proceeds + flows.recoveries + fee_income(params, flows) - flows.recycled
     spent = running_costs(cost, flows)
     reserve = _reserve_target(params, spent)
+    costs_to_come = spent[:, ::-1].cumsum(axis=1)[:, ::-1] - spent  # after each month, to fund end
     pending = flows.originations.sum(axis=1, keepdims=True) - np.cumsum(flows.originations, axis=1)
     scheduled = _scheduled_calls(params)
     topup_until = fund.reinvestment_period_years * MONTHS_PER_YEAR
@@ -183,7 +195,8 @@ def run_ledger(params: ModelParams, flows: LoanFlows, cost: Costs) -> Ledger:
         earned = earned + interest + kept[:, month] - spent[:, month]
         capital = capital - flows.originations[:, month] + np.minimum(earned, 0.0)
         earned = np.maximum(earned, 0.0)
-        floor = reserve[:, month] if month <= topup_until else 0.0
+        short = capital < 0.0
+        floor = np.where(short, reserve[:, month], 0.0) if month <= topup_until else 0.0
         call = np.clip(np.maximum.reduce([np.full(n_paths, scheduled[month]), -capital,
                                           floor - capital - earned]), 0.0, unfunded)
         capital += call
@@ -192,8 +205,9 @@ def run_ledger(params: ModelParams, flows: LoanFlows, cost: Costs) -> Ledger:
         if month == m:
             paid = np.maximum(cash, 0.0)
         elif month % fund.distribution_frequency_months == 0 and month > 0:
-            held = np.minimum(pending[:, month], np.maximum(capital - reserve[:, month], 0.0))
-            paid = np.maximum(0.0, cash - reserve[:, month] - held)
+            keep = np.where(unfunded > 0.0, reserve[:, month], np.maximum(reserve[:, month], costs_to_come[:, month]))
+            held = np.minimum(pending[:, month], np.maximum(capital - keep, 0.0))
+            paid = np.maximum(0.0, cash - keep - held)
         else:
             paid = np.zeros(n_paths)
         from_earned = np.minimum(paid, earned)

@@ -12,7 +12,10 @@ volatility of zero still consumes its draws.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from numba import njit
 
 MONTHS_PER_YEAR = 12
 DT = 1.0 / MONTHS_PER_YEAR
@@ -40,6 +43,16 @@ def correlation_factor(corr: np.ndarray) -> np.ndarray:
     return eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
 
 
+@dataclass(frozen=True)
+class ZoneShocks:
+    """A stressed zone market: per-month annual drift and volatility ``(M, Z)``, and a jump of the log index
+    from each month on ``(M + 1, Z)``."""
+
+    drift: np.ndarray
+    vol: np.ndarray
+    log_jump: np.ndarray
+
+
 def zone_log_indices(
     rng: np.random.Generator,
     n_paths: int,
@@ -47,19 +60,26 @@ def zone_log_indices(
     drift: np.ndarray,
     vol: np.ndarray,
     corr: np.ndarray,
+    shocks: ZoneShocks | None = None,
 ) -> np.ndarray:
     """Correlated log-GBM zone indices, shape (n_paths, n_months + 1, Z), 0 at month 0.
 
     ``drift`` is the annual effective expected appreciation g, so each month adds
     ``(ln(1+g) − σ²/2)·dt + σ·√dt·(A ε)_z``. The −σ²/2 Itô term makes E[I_t] = (1+g)^t, and with
-    σ = 0 the index is (1+g)^t exactly.
+    σ = 0 the index is (1+g)^t exactly. ``shocks`` replace the drift and volatility month by month and add
+    their jumps; the normals are the same, so a stressed market is its base market, shocked.
     Draws: one ``standard_normal`` of shape (n_paths, n_months, Z).
     """
     drift = np.asarray(drift, dtype=float)
     vol = np.asarray(vol, dtype=float)
     factor = correlation_factor(corr)
-    shocks = rng.standard_normal((n_paths, n_months, drift.size)) @ factor.T
-    return _log_walk(np.log1p(drift) - 0.5 * vol**2, vol, shocks)
+    normals = rng.standard_normal((n_paths, n_months, drift.size)) @ factor.T
+    if shocks is None:
+        return _log_walk(np.log1p(drift) - 0.5 * vol**2, vol, normals)
+    steps = (np.log1p(shocks.drift) - 0.5 * shocks.vol**2) * DT + np.sqrt(DT) * shocks.vol * normals
+    walk = np.zeros((n_paths, n_months + 1, drift.size))
+    np.cumsum(steps, axis=1, out=walk[:, 1:])
+    return walk + shocks.log_jump
 
 
 def region_log_walks(
@@ -85,11 +105,20 @@ def series_log_index(
 
     Months are the last, contiguous axis because the hazard code accumulates along it.
     """
+    return _series(np.ascontiguousarray(zone_log), np.ascontiguousarray(region_log),
+                   np.asarray(series_zone, dtype=np.int64), np.asarray(series_region, dtype=np.int64))
+
+
+@njit(cache=True, nogil=True)
+def _series(zone_log, region_log, series_zone, series_region):
     n_paths, n_points, _ = zone_log.shape
-    series_log = np.empty((n_paths, len(series_zone), n_points))
-    zone_part = zone_log.transpose(0, 2, 1)[:, series_zone]
-    region_part = region_log.transpose(0, 2, 1)[:, series_region]
-    return np.add(zone_part, region_part, out=series_log)
+    out = np.empty((n_paths, series_zone.size, n_points))
+    for p in range(n_paths):
+        for s in range(series_zone.size):
+            z, r = series_zone[s], series_region[s]
+            for m in range(n_points):
+                out[p, s, m] = zone_log[p, m, z] + region_log[p, m, r]
+    return out
 
 
 def property_log_noise(shocks: np.ndarray, years_held: np.ndarray, vol: float) -> np.ndarray:

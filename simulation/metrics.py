@@ -308,7 +308,7 @@ def _quantile(x: ArrayLike, level: float, alpha: float) -> FloatOrArray:
 def _tail_mean(x: ArrayLike, alpha: float, *, worst_first: bool) -> FloatOrArray:
     """Mean of the ``⌈(1 − α)·n⌉`` lowest (``worst_first``) or highest values of each row."""
     _check_confidence(alpha)
-    rows = np.sort(_rows(x), axis=1)
+    rows = np.sort(_rows(x), axis=1, kind="stable")  # linear on rows already sorted
     n = rows.shape[1]
     if n == 0:
         return _per_row(np.full(len(rows), np.nan), x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from . import metrics, waterfall
 from .config import FeeRecipient, WaterfallStructure, ZONES
@@ -108,8 +109,8 @@ def year_index(months: int) -> np.ndarray:
 
 
 def _by_year(flow: np.ndarray, years: int) -> np.ndarray:
-    index = year_index(flow.shape[1] - 1)
-    return np.stack([flow[:, index == y].sum(axis=1) for y in range(years + 1)], axis=1)
+    """Sum each path's monthly flow into reporting years: month 0 is year 0, months 12(y−1)+1..12y year y."""
+    return np.add.reduceat(flow, np.concatenate([[0], np.arange(years) * MONTHS_PER_YEAR + 1]), axis=1)
 
 
 def compute(params: ModelParams, outcomes: list[Outcomes], flows: LoanFlows, cost: Costs,
@@ -185,20 +186,35 @@ def compute(params: ModelParams, outcomes: list[Outcomes], flows: LoanFlows, cos
 def _credit(outcomes: list[Outcomes], n_paths: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Credit tallies by zone (summed over paths) and per-path WAL, default and loss rates."""
     credit = np.zeros((len(ZONES), len(CREDIT_COLUMNS)))
-    principal, weighted_life, count, defaults, losses = (np.zeros(n_paths) for _ in range(5))
+    per_path = np.zeros((5, n_paths))  # principal, principal × life, loans, defaults, losses
     for out in outcomes:
         ln = out.loans
-        life = (out.event_month - ln.origination) / MONTHS_PER_YEAR
-        ead = ln.amount * (1.0 + ln.rate * life)
-        loss = np.where(out.defaulted, np.maximum(0.0, ead - out.cash), 0.0)
-        d = out.defaulted.astype(float)
-        for column, values in enumerate((np.ones_like(d), d, ln.amount, d * ead, loss, life)):
-            credit[:, column] += np.bincount(ln.zone, values, len(ZONES))
-        principal += np.bincount(ln.path, ln.amount, n_paths)
-        weighted_life += np.bincount(ln.path, ln.amount * life, n_paths)
-        count += np.bincount(ln.path, minlength=n_paths)
-        defaults += np.bincount(ln.path, d, n_paths)
-        losses += np.bincount(ln.path, loss, n_paths)
+        _tally(ln.path, ln.zone, ln.origination, ln.amount, ln.rate, out.event_month, out.cash, out.defaulted,
+               credit, per_path)
+    principal, weighted_life, count, defaults, losses = per_path
     stats = {"wal_years": weighted_life / principal, "default_rate": defaults / count,
              "loss_rate": losses / principal, "loans_funded": count}
     return credit, stats
+
+
+@njit(cache=True, nogil=True)
+def _tally(path, zone, origination, amount, rate, event_month, cash, defaulted, credit, per_path):
+    """Add one generation to the zone columns of ``CREDIT_COLUMNS`` and the per-path tallies. A default's
+    exposure is principal plus accrued interest; its loss is what the recovery leaves of it."""
+    for k in range(path.size):
+        life = (event_month[k] - origination[k]) / MONTHS_PER_YEAR
+        exposure_at_default = amount[k] * (1.0 + rate[k] * life)
+        is_default = 1.0 if defaulted[k] else 0.0
+        loss = max(0.0, exposure_at_default - cash[k]) if defaulted[k] else 0.0
+        z, p = zone[k], path[k]
+        credit[z, 0] += 1.0
+        credit[z, 1] += is_default
+        credit[z, 2] += amount[k]
+        credit[z, 3] += is_default * exposure_at_default
+        credit[z, 4] += loss
+        credit[z, 5] += life
+        per_path[0, p] += amount[k]
+        per_path[1, p] += amount[k] * life
+        per_path[2, p] += 1.0
+        per_path[3, p] += is_default
+        per_path[4, p] += loss

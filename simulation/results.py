@@ -22,6 +22,7 @@ class RunInfo:
     paths: int
     deterministic: bool
     chunk_paths: int
+    chunks: int
     workers: int
     loans_in_book: int
     elapsed_seconds: float

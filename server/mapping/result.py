@@ -105,7 +105,7 @@ def _metadata(result: EngineResult, config: SimulationConfig) -> pb.RunMetadata:
         paths=info.paths,
         deterministic=info.deterministic,
         elapsed=seconds_to_duration(info.elapsed_seconds),
-        chunks=len(engine.chunks(config)),
+        chunks=info.chunks,
         workers=info.workers,
         term_months=config.term_months,
         config_sha256=config_sha256(config),

@@ -29,6 +29,7 @@ Simulation = simulation_pb2.Simulation
 View = simulation_pb2.SimulationView
 
 FULL_VIEW_MAX_PATHS = 25_000
+RUN_PARALLELISM = 2  # a job's chunks run on this many threads of its worker process (one core each when free)
 
 STATES: dict[RunState, Simulation.State.ValueType] = {
     RunState.PENDING: Simulation.STATE_PENDING,
@@ -67,7 +68,7 @@ def simulation_spec(
         seed=config.monte_carlo.seed,
         engine_version=ENGINE_VERSION,
         progress=simulation_pb2.SimulationProgress(
-            paths_total=engine.path_count(config), chunks_total=len(engine.chunks(config))
+            paths_total=engine.path_count(config), chunks_total=len(engine.chunks(config, RUN_PARALLELISM))
         ),
         book_snapshot=book_snapshot,
     )
@@ -155,7 +156,7 @@ def chunks_done(spec: Simulation, paths_done: int) -> int:
     """Whole chunks in ``paths_done``: the chunks of the engine's plan finish in order, so count the plan's
     prefixes that ``paths_done`` covers."""
     mc = spec.effective_config.monte_carlo
-    plan = engine.chunk_plan(spec.progress.paths_total, mc.chunk_paths, mc.workers)
+    plan = engine.chunk_plan(spec.progress.paths_total, mc.chunk_paths, RUN_PARALLELISM)
     return int(np.searchsorted(np.cumsum([n for _, n in plan]), paths_done, side="right"))
 
 

@@ -11,14 +11,31 @@ from typing import Any
 
 from server.jobs import JobCancelled, JobReporter
 from server.mapping.result import result_to_proto
-from simulation import engine
+from server.mapping.simulation import RUN_PARALLELISM
+from simulation import engine, executors
 from simulation.config import load_config
+
+_threads: executors.ThreadPool | None = None
+
+
+def chunk_threads() -> executors.ThreadPool:
+    """This worker's threads for the chunks of its job: a lone job uses every core, two jobs share them."""
+    global _threads
+    if _threads is None:
+        _threads = executors.ThreadPool(RUN_PARALLELISM)
+    return _threads
 
 
 @dataclass(frozen=True)
 class SimulationJob:
     config: dict[str, Any]  # the effective engine config (``model_dump(mode="json")``), already validated
     keep_paths: bool  # keep per-path values for the FULL view
+
+
+def warm_up() -> None:
+    """A worker's start-up: a one-path run and its mapping load every module and compiled kernel."""
+    config = load_config({"monte_carlo": {"paths": 1}})
+    result_to_proto(engine.run(config), config)
 
 
 def run_simulation(job: SimulationJob, reporter: JobReporter) -> bytes:
@@ -29,7 +46,8 @@ def run_simulation(job: SimulationJob, reporter: JobReporter) -> bytes:
         reporter.progress(progress.paths_done, progress.paths_total)
 
     try:
-        result = engine.run(config, progress=report, cancelled=reporter.cancelled, keep_paths=job.keep_paths)
+        result = engine.run(config, progress=report, cancelled=reporter.cancelled, keep_paths=job.keep_paths,
+                            executor=chunk_threads())
     except engine.Cancelled as stop:
         raise JobCancelled(str(stop)) from None
     return result_to_proto(result, config).SerializeToString()

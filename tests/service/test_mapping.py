@@ -20,6 +20,7 @@ from server import errors
 from server.mapping.config import config_to_engine, engine_to_config, field_path, load_engine_config
 from server.mapping.result import config_sha256, result_to_proto
 from server.mapping.simulation import (
+    RUN_PARALLELISM,
     chunks_done,
     sequence,
     simulation_failed,
@@ -137,7 +138,7 @@ def test_metric_summaries_equal_the_engine(run: tuple[SimulationConfig, Simulati
         quantiles = {q.percentile: q.value for q in summary.quantiles}
         assert quantiles == pytest.approx(expected.quantiles, nan_ok=True)
     assert message.metadata.paths == 300 and message.metadata.config_sha256 == config_sha256(config)
-    assert message.metadata.chunks == len(engine.chunks(config))
+    assert message.metadata.chunks == len(engine.chunks(config)) == result.info.chunks
 
 
 def test_nan_stays_nan_with_its_reasons(run: tuple[SimulationConfig, SimulationResult]) -> None:
@@ -258,7 +259,7 @@ def test_chunks_are_counted_exactly_from_paths(paths: int, chunk_paths: int) -> 
     config = load_config({"monte_carlo": {"paths": paths, "chunk_paths": chunk_paths}})
     spec = spec_of(config)
     done = 0
-    for index, (_, size) in enumerate(engine.chunks(config)):
+    for index, (_, size) in enumerate(engine.chunks(config, RUN_PARALLELISM)):
         assert chunks_done(spec, done) == index
         done += size
     assert chunks_done(spec, done) == spec.progress.chunks_total

@@ -88,8 +88,11 @@ def test_every_loan_ends_by_fund_end_and_maturity(small):
 
 
 def test_results_identical_for_any_chunk_size_and_worker_count():
-    base = engine.run(small_fund(monte_carlo={"chunk_paths": 50}), keep_paths=True)
-    other = engine.run(small_fund(monte_carlo={"chunk_paths": 100, "workers": 2}), keep_paths=True)
+    one_process = small_fund(monte_carlo={"paths": 500, "chunk_paths": 100})
+    two_workers = small_fund(monte_carlo={"paths": 500, "chunk_paths": 300, "workers": 2})
+    assert engine.chunks(one_process) != engine.chunks(two_workers)  # 5 × 100 vs 200, 200, 100
+    base = engine.run(one_process, keep_paths=True)
+    other = engine.run(two_workers, keep_paths=True)
     for name, values in base.paths.items():
         np.testing.assert_array_equal(values, other.paths[name], err_msg=name)
 

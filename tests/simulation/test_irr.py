@@ -201,7 +201,11 @@ def assert_batch_matches_scalar(flows: np.ndarray, times: np.ndarray) -> None:
         assert reason == expected.reason, row
         assert several == expected.multiple_roots, row
         if expected.reason is IrrReason.OK:
-            assert rate == pytest.approx(expected.rate, abs=1e-9), row
+            # A k-fold root is only fixed to about eps^(1/k): near one (e.g. [-1, 3, -3, 1], a triple root
+            # at 0) two solvers may stop at different points where the NPV is zero to rounding.
+            both_roots = max(abs(npv(rate, flows[row], times)), abs(npv(expected.rate, flows[row], times))) \
+                <= 1e-13 * np.abs(flows[row]).sum()
+            assert rate == pytest.approx(expected.rate, abs=1e-9) or both_roots, row
         else:
             assert np.isnan(rate), row
 

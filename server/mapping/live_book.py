@@ -70,7 +70,7 @@ def live_book_config(base: EngineData, book: MirrorBook, *, request_path: str, a
     if not loans:
         raise FailedPrecondition(
             f"Portfolio {book.portfolio.scope} has no loans to simulate.",
-            reason="LIVE_BOOK_EMPTY",
+            reason="LIVE_BOOK_UNAVAILABLE",
             metadata={"portfolio_id": book.portfolio.scope},
         )
     regions, without_forecast = _regions(loans, book)
@@ -99,14 +99,14 @@ def _engine_loan(loan: loan_pb2.PortfolioLoan, book: MirrorBook, term_months: in
         problem = f"lacks a positive {' and '.join(missing)}" if missing else "has no zone"
         raise FailedPrecondition(
             f"PMS loan {loan.id} of portfolio {book.portfolio.scope} {problem}; it cannot be simulated.",
-            reason="LIVE_BOOK_INCOMPLETE",
+            reason="UPSTREAM_DATA_INVALID",
             metadata={"portfolio_id": book.portfolio.scope, "loan_id": loan.id},
         )
     origination = round(12 * loan.origination_year) if loan.HasField("origination_year") else 0
     if origination < 0:
         raise FailedPrecondition(
             f"PMS loan {loan.id} originates before the fund's inception (year {loan.origination_year}).",
-            reason="LIVE_BOOK_INCOMPLETE",
+            reason="UPSTREAM_DATA_INVALID",
             metadata={"portfolio_id": book.portfolio.scope, "loan_id": loan.id},
         )
     engine_loan: dict[str, Any] = {

@@ -110,7 +110,7 @@ def test_the_callers_book_loans_or_regions_conflict_with_the_portfolio() -> None
 def test_a_loan_the_engine_cannot_simulate_is_a_failed_precondition_naming_it(bad: loan_pb2.PortfolioLoan) -> None:
     with pytest.raises(FailedPrecondition) as caught:
         live_book_config({}, book([bad]), request_path="config", as_of_us=AS_OF_US)
-    assert caught.value.reason == "LIVE_BOOK_INCOMPLETE" and caught.value.metadata["loan_id"] == "x"
+    assert caught.value.reason == "UPSTREAM_DATA_INVALID" and caught.value.metadata["loan_id"] == "x"
 
 
 def test_region_names_the_engine_cannot_take_are_cleaned_and_exits_past_the_fund_end_capped() -> None:

@@ -18,7 +18,6 @@ logs and ours line up. Errors in the guide's format become the ``UpstreamError``
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import logging
@@ -47,6 +46,7 @@ from adapters.json_reader import JsonObject, PayloadError
 from adapters.metrics import AdapterMetrics
 from adapters.monitor import UpstreamMonitor
 from adapters.oauth import AccessToken, SystemTokens
+from adapters.shielded import ShieldedWork
 from adapters.systems import Upstream
 
 log = logging.getLogger(__name__)
@@ -113,17 +113,17 @@ class UpstreamHttpClient:
             default_ttl=policy.breaker_reset_s,
             exclude=[(UpstreamError, lambda error: not error.counts_as_outage)],
         )
-        self._calls: set[asyncio.Task[Any]] = set()
+        self._calls = ShieldedWork()
 
     async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET ``path`` and return the decoded JSON body; retried on outages."""
-        return await self._shielded(self._breaker_guarded(lambda: self._retried_get(path, params)))
+        return await self._calls.run(self._breaker_guarded(lambda: self._retried_get(path, params)))
 
     async def post_json(self, path: str, body: Mapping[str, Any], *, idempotency_key: str | None = None) -> Any:
         """POST ``body`` as JSON and return the decoded answer (None when empty); never retried."""
         headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else {}
         exchange = lambda: self._exchange("POST", path, json=body, headers=headers)  # noqa: E731
-        return await self._shielded(self._breaker_guarded(exchange))
+        return await self._calls.run(self._breaker_guarded(exchange))
 
     async def breaker(self) -> BreakerView:
         context = (await self._breakers.get_breaker(self.system.value)).context
@@ -135,23 +135,10 @@ class UpstreamHttpClient:
         return BreakerView(context.state, context.failure_count or 0, retry_after)
 
     async def aclose(self) -> None:
-        for call in list(self._calls):
-            call.cancel()
-        await asyncio.gather(*self._calls, return_exceptions=True)
+        await self._calls.cancel_all()
         await self._http.aclose()
 
-    # The layers of one call, outermost first.
-
-    async def _shielded(self, call: Coroutine[Any, Any, T]) -> T:
-        task = asyncio.ensure_future(call)
-        self._calls.add(task)
-        task.add_done_callback(self._call_done)
-        return await asyncio.shield(task)
-
-    def _call_done(self, task: asyncio.Task[Any]) -> None:
-        self._calls.discard(task)
-        if not task.cancelled():
-            task.exception()  # already recorded and logged; mark it seen if the caller has gone
+    # The layers of one call, outermost first (the outermost: ``self._calls.run``, shielded).
 
     async def _breaker_guarded(self, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
         breaker = await self._breakers.get_breaker(self.system.value)

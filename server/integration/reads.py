@@ -10,12 +10,11 @@ as the API error. Other failures (404, data we cannot use) are never papered ove
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -27,6 +26,7 @@ from adapters.errors import (
     UpstreamUnavailable,
 )
 from adapters.pms.client import PmsClient
+from adapters.shielded import ShieldedWork
 from adapters.systems import Upstream
 from adapters.traffic_light.client import TrafficLightClient
 from adapters.underwriting.client import UnderwritingClient
@@ -37,7 +37,6 @@ from server.integration.errors import service_error
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 FALLBACK_ON = (UpstreamUnavailable, CircuitOpen, UpstreamAuthFailed, UpstreamRateLimited)
 UNKNOWN = b""  # cached payload of an id the upstream said it does not know
 
@@ -64,7 +63,7 @@ class ReadThrough:
     def __init__(self, cache: ReadCache, clock: Callable[[], int] = lambda: time.time_ns() // 1000):
         self._cache = cache
         self._clock = clock
-        self._running: set[asyncio.Task[Any]] = set()
+        self._work = ShieldedWork()
 
     async def items(
         self,
@@ -77,7 +76,7 @@ class ReadThrough:
     ) -> Items:
         """``fetch()`` the items ``ids`` of ``kind`` from ``system``, or serve them from the cache."""
         try:
-            payloads, fetch_us = await self._shielded(self._fetch_and_store(system, kind, ids, fetch))
+            payloads, fetch_us = await self._work.run(self._fetch_and_store(system, kind, ids, fetch))
         except FALLBACK_ON as error:
             if require_fresh:
                 raise service_error(error) from None
@@ -93,18 +92,6 @@ class ReadThrough:
         fetch_us = self._clock()
         await self._cache.put(system, {cache_key(system, kind, i): payloads[i] for i in ids}, fetch_us)
         return payloads, fetch_us
-
-    async def _shielded(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run ``work`` to the end even if the caller is cancelled."""
-        task = asyncio.ensure_future(work)
-        self._running.add(task)
-        task.add_done_callback(self._done)
-        return await asyncio.shield(task)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._running.discard(task)
-        if not task.cancelled():
-            task.exception()  # seen: the caller may have gone, and the adapter logged it
 
     async def _cached(self, system: Upstream, kind: str, ids: Sequence[str], error: UpstreamError) -> Items:
         keys = {identifier: cache_key(system, kind, identifier) for identifier in ids}

@@ -37,6 +37,7 @@ from adapters.systems import Upstream
 from adapters.traffic_light.client import TrafficLightClient
 from equihome.events.v1 import event_pb2
 from equihome.integration.v1 import integration_pb2
+from server.integration.bus import take_batch
 from server.integration.metrics import SyncMetrics
 from server.integration.mirror import (
     LOAN,
@@ -89,9 +90,7 @@ class MirrorFeed:
 
     async def run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < FEED_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await take_batch(self._queue, FEED_BATCH)
             try:
                 await self._mirror.apply_events(batch)
             except Exception:
@@ -314,19 +313,31 @@ class MirrorSync:
     # Reads.
 
     async def _market_risk(self, regions: Sequence[str]) -> dict[str, Message | None]:
-        fetched: dict[str, Message | None] = {}
-        for chunk in _chunks(regions, self.policy.batch_size):
+        async def read(chunk: Sequence[str]) -> tuple[list[Message], list[str]]:
             batch = await self._traffic_light.market_risk(chunk)
-            fetched |= {risk.region_id: risk for risk in batch.market_risks}
-            fetched |= dict.fromkeys(batch.missing_region_ids)
-        return fetched
+            return list(batch.market_risks), batch.missing_region_ids
+
+        return await self._in_batches(regions, read, "region_id")
 
     async def _zones(self, properties: Sequence[str]) -> dict[str, Message | None]:
-        fetched: dict[str, Message | None] = {}
-        for chunk in _chunks(properties, self.policy.batch_size):
+        async def read(chunk: Sequence[str]) -> tuple[list[Message], list[str]]:
             batch = await self._traffic_light.zones(chunk)
-            fetched |= {zone.property_id: zone for zone in batch.classifications}
-            fetched |= dict.fromkeys(batch.missing_property_ids)
+            return list(batch.classifications), batch.missing_property_ids
+
+        return await self._in_batches(properties, read, "property_id")
+
+    async def _in_batches(
+        self,
+        ids: Sequence[str],
+        read: Callable[[Sequence[str]], Awaitable[tuple[list[Message], list[str]]]],
+        id_field: str,
+    ) -> dict[str, Message | None]:
+        """A TLS batch read over ``ids``, ``batch_size`` at a time: id -> item, or None if unknown."""
+        fetched: dict[str, Message | None] = {}
+        for start in range(0, len(ids), self.policy.batch_size):
+            found, missing = await read(ids[start : start + self.policy.batch_size])
+            fetched |= {getattr(item, id_field): item for item in found}
+            fetched |= dict.fromkeys(missing)
         return fetched
 
     async def _loans(self, portfolio_id: str) -> dict[str, Message | None]:
@@ -389,10 +400,6 @@ def _drift_change(change: Change) -> Drift.Change.ValueType:
 def _queryable(ids: Iterable[str]) -> list[str]:
     """The ids a comma-separated query can carry (an upstream may have sent others in events)."""
     return sorted(identifier for identifier in ids if identifier and "," not in identifier)
-
-
-def _chunks(ids: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [ids[start : start + size] for start in range(0, len(ids), size)]
 
 
 def _timestamp(microseconds: int) -> timestamp_pb2.Timestamp:

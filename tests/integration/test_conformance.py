@@ -14,6 +14,7 @@ from equihome.events.v1 import event_pb2
 from equihome.integration.v1 import integration_service_pb2 as pb
 from equihome.type.v1 import loan_pb2, market_pb2, zone_pb2
 from tests.integration.conftest import Service, take
+from tests.sandbox import guide_examples as guide
 
 ZONES = {"green": zone_pb2.ZONE_GREEN, "orange": zone_pb2.ZONE_ORANGE, "red": zone_pb2.ZONE_RED}
 LEVELS = {"low": market_pb2.RISK_LEVEL_LOW, "medium": market_pb2.RISK_LEVEL_MEDIUM, "high": market_pb2.RISK_LEVEL_HIGH}
@@ -34,14 +35,7 @@ def present(message: Any, field: str, expected: Any) -> None:
         assert message.HasField(field) and getattr(message, field) == pytest.approx(expected), field
 
 
-EVENTS = [
-    ("traffic-light", "zone_classification_updated"),
-    ("traffic-light", "market_risk_updated"),
-    ("pms", "portfolio_updated"),
-    ("pms", "metrics_updated"),
-    ("underwriting", "loan_application_submitted"),
-    ("underwriting", "loan_approved"),
-]
+EVENTS = guide.EVENT_SOURCES
 
 
 async def test_each_guide_event_arrives_typed_with_what_the_system_sent(service: Service) -> None:

@@ -19,14 +19,6 @@ from tests.sandbox.support import receive_json, subscribe, subscribers
 
 Connect = Callable[[str], Awaitable[ClientConnection]]
 
-SHAPE_CHECKED_EVENTS = [
-    ("traffic-light", "zone_classification_updated"),
-    ("traffic-light", "market_risk_updated"),
-    ("pms", "portfolio_updated"),
-    ("pms", "metrics_updated"),
-    ("underwriting", "loan_application_submitted"),
-    ("underwriting", "loan_approved"),
-]
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -65,7 +57,7 @@ async def test_a_subscription_to_the_systems_channel_gets_its_events_in_order(
     assert received == [{"event": frame.event, "data": frame.data} for frame in published]
 
 
-@pytest.mark.parametrize("system, event", SHAPE_CHECKED_EVENTS)
+@pytest.mark.parametrize("system, event", guide.EVENT_SOURCES)
 async def test_event_frames_have_exactly_the_guide_shape(
     sandbox: Sandbox, connect: Connect, system: str, event: str
 ) -> None:

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from adapters.errors import UpstreamUnavailable
+from adapters.errors import UpstreamDataInvalid, UpstreamNotFound, UpstreamUnavailable
 from adapters.http import ResiliencePolicy, UpstreamHttpClient
 from adapters.metrics import AdapterMetrics
 from adapters.monitor import UpstreamMonitor
@@ -213,3 +213,21 @@ def test_events_older_than_the_window_are_forgotten() -> None:
     merge.push(second, "a", "a")  # lagging more than the window: taken for a new event
 
     assert delivered == ["a", "a"]
+
+
+async def test_an_answer_larger_than_the_cap_is_refused_as_invalid_data(sandbox: Sandbox) -> None:
+    tokens = SystemTokens.create(
+        Upstream.PMS, sandbox.token_url, DEMO_CLIENT_ID, SecretStr(DEMO_CLIENT_SECRET), timeout=httpx.Timeout(5)
+    )
+    http = UpstreamHttpClient(
+        Upstream.PMS, sandbox.system_url("pms"), tokens, UpstreamMonitor(Upstream.PMS),
+        AdapterMetrics(CollectorRegistry()), policy=ResiliencePolicy(max_response_bytes=1000),
+    )  # fmt: skip
+
+    with pytest.raises(UpstreamDataInvalid, match="longer than 1000 bytes"):
+        await http.get_json("/api/pms/portfolios/portfolio_456/composition")  # about 60 kB
+    with pytest.raises(UpstreamNotFound):  # a small answer is still read (here the guide's error body)
+        await http.get_json("/api/pms/portfolios/portfolio_999/composition")
+
+    await http.aclose()
+    await tokens.aclose()

@@ -94,3 +94,36 @@ async def test_a_close_for_an_expired_token_brings_a_fresh_token_and_nothing_wai
     (event,) = receiver.events
     assert event.metrics_updated.portfolio_id == "p1" and event.origin == event_pb2.EVENT_ORIGIN_LIVE
     assert len(receiver.gaps) == 2  # blind at start, and again once the only socket had closed
+
+
+
+async def test_a_frame_over_the_size_limit_closes_the_socket_and_the_next_one_carries_on(sandbox: Sandbox) -> None:
+    sent = 0
+
+    async def handle(socket: ServerConnection) -> None:
+        nonlocal sent
+        await socket.recv()
+        sent += 1
+        data = {"portfolio_id": "p1", "metrics": {"irr": 0.1}, "padding": "x" * (300 * 1024 if sent == 1 else 0)}
+        await socket.send(json.dumps({"event": "metrics_updated", "data": data}))
+        await socket.wait_closed()
+
+    tokens = SystemTokens.create(
+        Upstream.PMS, sandbox.token_url, DEMO_CLIENT_ID, SecretStr(DEMO_CLIENT_SECRET), timeout=httpx.Timeout(5)
+    )
+    receiver = Receiver()
+    async with serve(handle, "127.0.0.1", 0, max_size=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        source = EventSubscription(
+            Upstream.PMS, f"ws://127.0.0.1:{port}/ws", tokens.read, UpstreamMonitor(Upstream.PMS),
+            AdapterMetrics(CollectorRegistry()), policy=SocketPolicy(connections=1),
+        )  # fmt: skip
+        running = asyncio.create_task(source.run(receiver))
+        async with asyncio.timeout(5):
+            while not receiver.events:
+                await asyncio.sleep(0.01)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    await tokens.aclose()
+
+    assert sent == 2 and len(receiver.events) == 1  # the oversized frame was never taken in

@@ -256,16 +256,32 @@ class Mirror:
         if portfolio is None or portfolio.synced_us is None:
             return None
         loans = [stored.message for stored in (await self.items(LOAN, portfolio_id)).values()]
-        terms = {item_id: stored.message for item_id, stored in (await self.items(TERMS)).items()}
         market_risk = {item_id: stored.message for item_id, stored in (await self.items(MARKET_RISK)).items()}
         risk_sources = await self.sources(MARKET_RISK_SOURCE)
         return MirrorBook(
             portfolio=portfolio,
             loans=sorted(loans, key=lambda loan: loan.id),  # type: ignore[attr-defined]
-            terms={loan.id: terms[loan.id] for loan in loans if loan.id in terms},  # type: ignore[attr-defined,misc]
+            terms=await self._terms([loan.id for loan in loans]),  # type: ignore[attr-defined]
             market_risk=market_risk,  # type: ignore[arg-type]
             market_risk_source=risk_sources[0] if risk_sources else None,
         )
+
+    async def _terms(self, loan_ids: Sequence[str]) -> dict[str, event_pb2.LoanApprovalTerms]:
+        """The approval terms seen for these loans."""
+
+        def work(connection: sqlite3.Connection) -> dict[str, event_pb2.LoanApprovalTerms]:
+            terms = {}
+            for start in range(0, len(loan_ids), 500):
+                chunk = list(loan_ids[start : start + 500])
+                rows = connection.execute(
+                    f"SELECT id, payload FROM mirror_items WHERE kind = ? AND scope = '' AND id IN "
+                    f"({', '.join('?' * len(chunk))})",
+                    (TERMS, *chunk),
+                )
+                terms.update({loan_id: event_pb2.LoanApprovalTerms.FromString(payload) for loan_id, payload in rows})
+            return terms
+
+        return await self._store.call(work)
 
     # The record of reconciliations.
 

@@ -4,7 +4,9 @@ The engine simulates a fund from its inception (month 0). The PMS reports each l
 ``origination_year`` and ``exit_year`` in years from inception (the guide's example: 0 and 5), so the
 book keeps that one time axis:
 
-* ``origination_month`` = round(12 * origination_year), 0 when not reported; a negative one is refused;
+* ``origination_month`` = round(12 * origination_year); a negative one is refused. A loan whose PMS record
+  lacks it (e.g. known so far only from a ``portfolio_updated`` event) is taken to originate at the as-of
+  time: the latest origination in the book;
 * ``planned_exit_month`` = round(12 * exit_year), capped at the fund's last month, when it comes after
   the origination; otherwise the exit is simulated;
 * the **as-of time** is when the run was accepted, and the fund's age then is the latest origination in
@@ -66,7 +68,9 @@ def live_book_config(base: EngineData, book: MirrorBook, *, request_path: str, a
             reason="FIELD_INVALID",
         )
     term_months = 12 * base.get("fund", {}).get("term_years", FundTerms.model_fields["term_years"].default)
-    loans = [_engine_loan(loan, book, term_months) for loan in book.loans]
+    known = [round(12 * loan.origination_year) for loan in book.loans if loan.HasField("origination_year")]
+    age = max(known, default=0)
+    loans = [_engine_loan(loan, book, term_months, age) for loan in book.loans]
     if not loans:
         raise FailedPrecondition(
             f"Portfolio {book.portfolio.scope} has no loans to simulate.",
@@ -85,7 +89,7 @@ def live_book_config(base: EngineData, book: MirrorBook, *, request_path: str, a
         loan_count=len(loans),
         total_principal=sum(loan["amount"] for loan in loans),
         sources=_freshness(book, as_of_us),
-        fund_age_months=max(loan["origination_month"] for loan in loans),
+        fund_age_months=age,
         fund_size_derived=size_derived and config.fund.size != default_size,
         loans_without_terms=sum(loan.get("interest_rate") is None for loan in loans),
         regions_without_forecast=without_forecast,
@@ -93,7 +97,7 @@ def live_book_config(base: EngineData, book: MirrorBook, *, request_path: str, a
     return LiveBook(config, snapshot)
 
 
-def _engine_loan(loan: loan_pb2.PortfolioLoan, book: MirrorBook, term_months: int) -> dict[str, Any]:
+def _engine_loan(loan: loan_pb2.PortfolioLoan, book: MirrorBook, term_months: int, age: int) -> dict[str, Any]:
     missing = [name for name in ("loan_amount", "property_value") if not loan.HasField(name) or getattr(loan, name) <= 0]
     if missing or loan.zone not in ZONE_NAMES:
         problem = f"lacks a positive {' and '.join(missing)}" if missing else "has no zone"
@@ -102,7 +106,7 @@ def _engine_loan(loan: loan_pb2.PortfolioLoan, book: MirrorBook, term_months: in
             reason="UPSTREAM_DATA_INVALID",
             metadata={"portfolio_id": book.portfolio.scope, "loan_id": loan.id},
         )
-    origination = round(12 * loan.origination_year) if loan.HasField("origination_year") else 0
+    origination = round(12 * loan.origination_year) if loan.HasField("origination_year") else age
     if origination < 0:
         raise FailedPrecondition(
             f"PMS loan {loan.id} originates before the fund's inception (year {loan.origination_year}).",

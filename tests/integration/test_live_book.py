@@ -15,7 +15,7 @@ from equihome.simulation.v1 import simulation_config_pb2, simulation_pb2
 from equihome.simulation.v1 import simulation_service_pb2 as pb
 from equihome.type.v1 import system_pb2
 from server.errors import unpack
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, eventually
 
 Simulation = simulation_pb2.Simulation
 SYNC = {"integration_sync": True}
@@ -35,8 +35,13 @@ async def test_a_simulation_of_the_sandboxs_portfolio_runs_exactly_its_pms_book_
     sandbox: Sandbox, make_service: Callable[..., Awaitable[Service]]
 ) -> None:
     service = await make_service(sandbox, **SYNC)
+    await service.connected()
+    approval = sandbox.emit("underwriting", "loan_approved")  # its terms reach the mirror from the event
+    funded = sandbox.emit("pms", "portfolio_updated")  # and the loan joins the portfolio
+    assert approval and funded and funded.data["loan"]["id"] == approval.data["loan_id"]
     portfolio = sandbox.world.portfolio
     pms_loans = {loan.id: loan for loan in portfolio.loans.values()}
+    await eventually(lambda: _mirrored(service, approval.data["loan_id"]))
 
     created = (
         await service.simulations.CreateSimulation(
@@ -46,15 +51,18 @@ async def test_a_simulation_of_the_sandboxs_portfolio_runs_exactly_its_pms_book_
     run = await finished(service, created.name)
 
     book = run.effective_config.book
-    assert len(book.loans) == len(pms_loans) == run.result.metadata.loans_in_book == 400
+    assert len(book.loans) == len(pms_loans) == run.result.metadata.loans_in_book == 401
     assert sum(loan.amount for loan in book.loans) == sum(loan.amount for loan in pms_loans.values())
     for loan in book.loans:
         pms = pms_loans[loan.id]
         assert (loan.amount, loan.property_value, loan.origination_month) == (pms.amount, pms.property.value, 12 * pms.origination_year)
-        assert loan.planned_exit_month == 12 * pms.exit_year
+        if loan.id != approval.data["loan_id"]:  # the new loan's exit year is not in its event: simulated exit
+            assert loan.planned_exit_month == 12 * pms.exit_year
     assert not book.generate
+    (approved,) = [loan for loan in book.loans if loan.HasField("interest_rate")]
+    assert (approved.id, approved.interest_rate) == (approval.data["loan_id"], approval.data["terms"]["interest_rate"])
     snapshot = run.book_snapshot
-    assert (snapshot.portfolio_id, snapshot.loan_count) == (portfolio.id, 400)
+    assert (snapshot.portfolio_id, snapshot.loan_count, snapshot.loans_without_terms) == (portfolio.id, 401, 400)
     assert snapshot.total_principal == sum(loan.amount for loan in pms_loans.values())
     assert snapshot.fund_age_months == 12 * max(loan.origination_year for loan in pms_loans.values())
     pms_source = next(source for source in snapshot.sources if source.source == system_pb2.SYSTEM_PORTFOLIO_MANAGEMENT)
@@ -65,6 +73,11 @@ async def test_a_simulation_of_the_sandboxs_portfolio_runs_exactly_its_pms_book_
     again = await make_service(sandbox, **SYNC)
     stored = (await again.simulations.GetSimulation(pb.GetSimulationRequest(name=run.name))).simulation
     assert stored.book_snapshot == snapshot and stored.effective_config == run.effective_config
+
+
+async def _mirrored(service: Service, loan_id: str) -> bool:
+    book = await service.runtime.mirror.book("portfolio_456")
+    return book is not None and loan_id in book.terms and any(loan.id == loan_id for loan in book.loans)
 
 
 async def test_regions_and_their_spreads_come_from_the_mirror_when_the_pms_reports_regions(

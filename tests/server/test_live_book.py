@@ -48,7 +48,7 @@ def test_loans_times_terms_and_regions_map_as_documented() -> None:
     a, b, c = live.config.book.loans
     assert (a.origination_month, a.planned_exit_month, a.interest_rate, a.zone.value) == (18, 72, 0.07, "green")
     assert (b.origination_month, b.planned_exit_month, b.interest_rate) == (0, None, None)  # exit not after origination
-    assert (c.region, c.origination_month) == ("unassigned", 0)
+    assert (c.region, c.origination_month) == ("unassigned", 18)  # not reported: the as-of time (fund age)
     regions = {region.name: region for region in live.config.book.regions}
     assert {name: region.weight for name, region in regions.items()} == pytest.approx(
         {"north": 200 / 600, "south": 300 / 600, "unassigned": 100 / 600}

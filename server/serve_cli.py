@@ -2,13 +2,14 @@
 
 With no options it keeps its SQLite store and dev signing key in ``./data`` (created on first start) and
 listens on 127.0.0.1:50051; every setting can come from a flag, an ``EQUIHOME_*`` variable or a TOML file
-(docs/operations.md). On start it prints the address and how to get a token.
+(docs/operations.md). Once started it prints a banner: the address, how to get a token, a first call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -18,6 +19,7 @@ from server.integration.runtime import IntegrationRuntime
 from server.jobs import JobRunner
 from server.services import simulation_job
 from server.observability import Metrics, configure_logging
+from server.remote.client import DEFAULT_SERVER, TOKEN_ENV
 from server.services import ServiceDependencies, build_bindings
 from server.settings import Settings, SettingsError, load_settings
 from server.store import RunStore, Store
@@ -25,6 +27,9 @@ from server.store import RunStore, Store
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = timedelta(hours=1)
+BANNER_QUIET_S = 1.5  # the banner waits for start-up logging to pause this long...
+BANNER_MAX_WAIT_S = 6.0  # ...but no longer than this
+BANNER_LAST = "docs"  # the label of the banner's last line
 
 
 async def open_services(
@@ -62,29 +67,82 @@ async def purge_expired_runs(runs: RunStore, every: timedelta = PURGE_INTERVAL) 
         await asyncio.sleep(every.total_seconds())
 
 
-def announce(app: AppServer) -> None:
-    """Tell the person at the terminal where the server is and how to call it."""
+def banner(app: AppServer) -> str:
+    """What the person at the terminal needs to start: the address, a token, a first call, and where the
+    reports and metrics are."""
     settings = app.settings
     address = f"{settings.host}:{app.port}"
-    lines = [f"equihome-sim serving gRPC on {address} (data in {settings.data_dir})"]
+    program = _program()
+    data = settings.data_dir if settings.data_dir.is_absolute() else f"./{settings.data_dir}"
+    server = "" if address == DEFAULT_SERVER else f" --server {address}"
+    integrations = settings.integrations
+    lines = [f"equihome-sim is serving gRPC on {address} (data in {data}, integrations {integrations})"]
     if settings.auth_mode == "dev_key":
         default_dir = settings.data_dir == Settings.model_fields["data_dir"].default
         data_dir = "" if default_dir else f" --data-dir {settings.data_dir}"
-        lines += [
-            f"get a token:  TOKEN=$(.venv/bin/equihome-sim token --all-scopes{data_dir})",
-            f'then:         grpcurl -plaintext -H "authorization: Bearer $TOKEN" {address} list',
-        ]
+        lines.append(f"  token    export {TOKEN_ENV}=$({program} token --all-scopes{data_dir})")
     elif settings.auth_mode == "disabled":
-        lines.append("authentication is DISABLED: any caller has every scope")
+        lines.append("  token    none needed: authentication is DISABLED, any caller has every scope")
     else:
-        lines.append(f"callers need a token from the identity provider ({settings.auth_mode})")
-    print("\n".join(lines), flush=True)
+        lines.append(f"  token    from your identity provider ({settings.auth_mode}), in ${TOKEN_ENV}")
+    lines += [
+        f'  try      grpcurl -plaintext -H "authorization: Bearer ${TOKEN_ENV}" -d \'{{"page_size": 5}}\' '
+        f"{address} equihome.simulation.v1.SimulationService/ListSimulations",
+        f"  run      {program} remote create docs/examples/api/create_simulation_default_fund.json "
+        f"--report report.html{server}",
+        f"  report   {program} report simulations/ID{server}   (an offline HTML file; docs/report.md)",
+    ]
+    if app.metrics_server is not None:
+        lines.append(f"  metrics  http://{settings.metrics_host}:{app.metrics_server.port}/metrics")
+    lines.append(f"  {BANNER_LAST}     docs/grpcurl.md, docs/remote.md; Ctrl-C stops the server")
+    return "\n".join(lines)
+
+
+async def announce_when_settled(app: AppServer, quiet_s: float = BANNER_QUIET_S,
+                                max_wait_s: float = BANNER_MAX_WAIT_S) -> None:  # fmt: skip
+    """Print the banner once start-up logging pauses (integrations connect for a second or two), so it
+    ends the start-up output instead of scrolling away in it; after ``max_wait_s`` at the latest."""
+    loop = asyncio.get_running_loop()
+    latest = _LatestRecord(loop.time)
+    root = logging.getLogger()
+    root.addHandler(latest)
+    try:
+        give_up = loop.time() + max_wait_s
+        while loop.time() < give_up and loop.time() - latest.time < quiet_s:
+            await asyncio.sleep(0.05)
+    finally:
+        root.removeHandler(latest)
+    print(banner(app), flush=True)
+
+
+class _LatestRecord(logging.Handler):
+    """Remembers when the last log record was emitted."""
+
+    def __init__(self, clock: Callable[[], float]):
+        super().__init__()
+        self._clock = clock
+        self.time = clock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.time = self._clock()
+
+
+def _program() -> str:
+    """How this command was invoked, relative to the working directory when it lies below it
+    (``.venv/bin/equihome-sim`` from the repository root)."""
+    invoked = os.path.abspath(sys.argv[0])
+    if os.path.basename(invoked) != "equihome-sim":
+        return "equihome-sim"
+    relative = os.path.relpath(invoked)
+    return invoked if relative.startswith("..") else relative
 
 
 async def run(settings: Settings) -> None:
     lifecycle, metrics = Lifecycle(), Metrics()
     try:
-        started: list[Callable[[AppServer], None]] = [announce]
+        started: list[Callable[[AppServer], None]] = [
+            lambda app: lifecycle.add_background_task(announce_when_settled(app), name="banner")
+        ]
         bindings = await open_services(settings, lifecycle, metrics, started)
 
         def on_started(app: AppServer) -> None:

@@ -29,6 +29,7 @@ from pydantic import (
 
 ENV_PREFIX = "EQUIHOME_"
 CONFIG_ENV = "EQUIHOME_CONFIG"
+CLIENT_ENV = ("EQUIHOME_SERVER", "EQUIHOME_TOKEN")  # read by `equihome-sim remote`, not server settings
 DEFAULT_ISSUER = "equihome-dev"
 DEFAULT_AUDIENCE = "equihome-simulation"
 MIB = 1024 * 1024
@@ -285,7 +286,7 @@ def settings_from_sources(flags: Mapping[str, Any], environ: Mapping[str, str]) 
         for key, value in _read_file(Path(config_path)).items():
             merged[key], sources[key] = value, f"{config_path}: {key}"
     for env_key, value in environ.items():
-        if not env_key.startswith(ENV_PREFIX) or env_key == CONFIG_ENV:
+        if not env_key.startswith(ENV_PREFIX) or env_key in (CONFIG_ENV, *CLIENT_ENV):
             continue
         key = env_key.removeprefix(ENV_PREFIX).lower()
         if key not in Settings.model_fields:

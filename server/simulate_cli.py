@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
+from server.mapping.engine_json import engine_document
 from simulation.config import ConfigError, load_config
 from simulation.engine import Progress as RunProgress
 from simulation.engine import run
@@ -80,7 +81,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--paths", type=int, help="Monte Carlo paths (overrides monte_carlo.paths)")
     parser.add_argument("--seed", type=int, help="base seed (overrides monte_carlo.seed)")
     parser.add_argument("--workers", type=int, help="worker processes (overrides monte_carlo.workers)")
-    parser.add_argument("--json", type=Path, dest="json_out", help="write the full result as JSON here")
+    parser.add_argument("--json", type=Path, dest="json_out",
+                        help="write the full result and its effective config as JSON here (input of `report`)")
     parser.add_argument("--per-path", action="store_true", help="include per-path metrics in the JSON")
     parser.add_argument("--explain", action="store_true", help="print one line of legend per metric")
     return parser.parse_args(argv)
@@ -121,7 +123,7 @@ def main(argv: list[str]) -> int:
     if args.explain:
         out.print(legend_table())
     if args.json_out:
-        args.json_out.write_text(json.dumps(result.to_dict(), indent=1))
+        args.json_out.write_text(json.dumps(engine_document(result, config), indent=1))
         console.print(f"full result written to {args.json_out}")
     return 0
 

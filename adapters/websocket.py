@@ -210,9 +210,9 @@ class EventSubscription:
 
     async def _retire(self, old: SocketSession, new: SocketSession) -> None:
         """Close ``old`` once it has carried the stream up to where ``new`` began (nothing it still had in
-        flight is lost), or when the overlap is up (a quiet system proves nothing) or its token expires."""
+        flight is lost), or when the overlap is up (a quiet system proves nothing). A system that closes
+        the old socket when its token expires ends it first; what it sent before that is still read."""
         deadline = time.time() + self.policy.rotation_overlap_s
-        deadline = min(deadline, old.token.expires_at - RETIRE_POLL_S)
         while old.open and new.open and time.time() < deadline and not old.cursor.caught_up_with(new.cursor):
             await asyncio.sleep(RETIRE_POLL_S)
         await old.close()

@@ -83,7 +83,7 @@ async def test_no_subscriber_misses_or_repeats_an_event_whatever_the_heartbeats_
         "fast": (EventFilter(), everything, 0.0),
         "also fast": (EventFilter(), everything, 0.0),
         "filtered": (EventFilter.of([WANTED]), wanted, 0.0),
-        "slow": (EventFilter(), everything, 0.001),
+        "slow": (EventFilter(), everything, 0.0005),
     }
     received = {name: Received() for name in subscribers}
     readers = [

@@ -308,14 +308,22 @@ class OutboxDelivery:
 
     async def _work(self, system: Upstream) -> None:
         while True:
-            record, next_us = await self._outbox.next_due(system)
-            counts = await self._outbox.counts(system)
-            self._metrics.pending.labels(system=system.value).set(counts[PushState.PENDING])
-            if record is None:
-                wait_s = self.policy.poll_s if next_us is None else (next_us - _now_us()) / 1e6
-                await self._outbox.wait(max(0.0, min(wait_s, self.policy.poll_s)))
-                continue
-            await self._attempt(system, record)
+            try:
+                await self._step(system)
+            except Exception:  # a store failure: wait, then carry on (pushes stay in the outbox)
+                log.exception("push delivery step failed", extra={"upstream": system.value})
+                await asyncio.sleep(self.policy.poll_s)
+
+    async def _step(self, system: Upstream) -> None:
+        """Deliver the next due push of ``system``, or wait for one."""
+        record, next_us = await self._outbox.next_due(system)
+        counts = await self._outbox.counts(system)
+        self._metrics.pending.labels(system=system.value).set(counts[PushState.PENDING])
+        if record is None:
+            wait_s = self.policy.poll_s if next_us is None else (next_us - _now_us()) / 1e6
+            await self._outbox.wait(max(0.0, min(wait_s, self.policy.poll_s)))
+            return
+        await self._attempt(system, record)
 
     async def _attempt(self, system: Upstream, record: PushRecord) -> None:
         where = {"upstream": system.value, "push_kind": record.push.kind, "push_key": record.push.key}

@@ -183,7 +183,10 @@ class MirrorSync:
             if trigger is None:
                 full_due = loop.time() >= next_full
                 trigger = Reconciliation.TRIGGER_SCHEDULE if full_due else Reconciliation.TRIGGER_POLL
-            await self.reconcile(system, trigger)
+            try:
+                await self.reconcile(system, trigger)
+            except Exception:  # a bug or a store failure: keep the schedule going, the next pass may work
+                log.exception("mirror pass failed", extra={"upstream": system.value})
             next_poll = loop.time() + self.policy.poll_interval_s
             if trigger != Reconciliation.TRIGGER_POLL:
                 next_full = loop.time() + self.policy.reconcile_interval_s

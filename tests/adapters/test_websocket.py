@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -65,18 +65,17 @@ async def sandbox() -> AsyncIterator[Sandbox]:
         yield running
 
 
-@pytest.mark.parametrize("close_code", [4401, 1008])
-async def test_a_close_for_an_expired_token_brings_a_fresh_token_and_nothing_waits_for_an_ack(
-    sandbox: Sandbox, close_code: int
-) -> None:
-    peer = Peer(close_code)
+async def run_until_an_event(
+    sandbox: Sandbox, handler: Callable[[ServerConnection], Awaitable[None]], policy: SocketPolicy
+) -> tuple[Receiver, SystemTokens]:
+    """Run an event source (tokens from the sandbox) against a peer served by ``handler`` until it delivers
+    an event; returns what it received and the tokens it used."""
     tokens = SystemTokens.create(
         Upstream.PMS, sandbox.token_url, DEMO_CLIENT_ID, SecretStr(DEMO_CLIENT_SECRET), timeout=httpx.Timeout(5)
     )
     receiver = Receiver()
-    async with serve(peer.handle, "127.0.0.1", 0) as server:
+    async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
         port = server.sockets[0].getsockname()[1]
-        policy = SocketPolicy(connections=1, channels=("pms_feed",))
         source = EventSubscription(
             Upstream.PMS, f"ws://127.0.0.1:{port}/ws", tokens.read, UpstreamMonitor(Upstream.PMS),
             AdapterMetrics(CollectorRegistry()), policy=policy,
@@ -88,13 +87,22 @@ async def test_a_close_for_an_expired_token_brings_a_fresh_token_and_nothing_wai
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     await tokens.aclose()
+    return receiver, tokens
+
+
+@pytest.mark.parametrize("close_code", [4401, 1008])
+async def test_a_close_for_an_expired_token_brings_a_fresh_token_and_nothing_waits_for_an_ack(
+    sandbox: Sandbox, close_code: int
+) -> None:
+    peer = Peer(close_code)
+
+    receiver, tokens = await run_until_an_event(sandbox, peer.handle, SocketPolicy(connections=1, channels=("pms_feed",)))
 
     assert peer.subscriptions[:2] == [["pms_feed"], ["pms_feed"]]
     assert peer.tokens[0] != peer.tokens[1] and tokens.read.fetches == 2  # fetched again after the close
     (event,) = receiver.events
     assert event.metrics_updated.portfolio_id == "p1" and event.origin == event_pb2.EVENT_ORIGIN_LIVE
     assert len(receiver.gaps) == 2  # blind at start, and again once the only socket had closed
-
 
 
 async def test_a_frame_over_the_size_limit_closes_the_socket_and_the_next_one_carries_on(sandbox: Sandbox) -> None:
@@ -108,22 +116,6 @@ async def test_a_frame_over_the_size_limit_closes_the_socket_and_the_next_one_ca
         await socket.send(json.dumps({"event": "metrics_updated", "data": data}))
         await socket.wait_closed()
 
-    tokens = SystemTokens.create(
-        Upstream.PMS, sandbox.token_url, DEMO_CLIENT_ID, SecretStr(DEMO_CLIENT_SECRET), timeout=httpx.Timeout(5)
-    )
-    receiver = Receiver()
-    async with serve(handle, "127.0.0.1", 0, max_size=None) as server:
-        port = server.sockets[0].getsockname()[1]
-        source = EventSubscription(
-            Upstream.PMS, f"ws://127.0.0.1:{port}/ws", tokens.read, UpstreamMonitor(Upstream.PMS),
-            AdapterMetrics(CollectorRegistry()), policy=SocketPolicy(connections=1),
-        )  # fmt: skip
-        running = asyncio.create_task(source.run(receiver))
-        async with asyncio.timeout(5):
-            while not receiver.events:
-                await asyncio.sleep(0.01)
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-    await tokens.aclose()
+    receiver, _ = await run_until_an_event(sandbox, handle, SocketPolicy(connections=1))
 
     assert sent == 2 and len(receiver.events) == 1  # the oversized frame was never taken in

@@ -49,6 +49,7 @@ SCOPES: tuple[str, ...] = (
     "optimization:write",
     "events:read",
     "integration:read",
+    "integration:write",
 )
 OPEN_METHOD_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "RS256", "PS256", "EdDSA")

@@ -57,7 +57,7 @@ class SimulationInterrupted(errors.ServiceError):
 
 def simulation_spec(
     *, display_name: str, portfolio_id: str, config_sent: simulation_config_pb2.SimulationConfig,
-    config: SimulationConfig,
+    config: SimulationConfig, book_snapshot: simulation_pb2.BookSnapshot | None = None,
 ) -> Simulation:
     """What is fixed when a run is accepted; stored as the record's ``config`` bytes."""
     return Simulation(
@@ -70,6 +70,7 @@ def simulation_spec(
         progress=simulation_pb2.SimulationProgress(
             paths_total=engine.path_count(config), chunks_total=len(engine.chunks(config, RUN_PARALLELISM))
         ),
+        book_snapshot=book_snapshot,
     )
 
 

@@ -22,6 +22,7 @@ from equihome.simulation.v1 import simulation_service_pb2, simulation_service_pb
 from server.app import Lifecycle, ServiceBinding
 from server.jobs import JobRunner
 from server.observability import Metrics
+from server.integration.live_books import LiveBooks
 from server.integration.runtime import IntegrationRuntime
 from server.services.events import EventService, add_event_service
 from server.services.integration import IntegrationService
@@ -76,6 +77,8 @@ SCOPES: dict[str, dict[str, str]] = {
         "GetPortfolioComposition": "integration:read",
         "GetPortfolioMetrics": "integration:read",
         "GetLoanParameters": "integration:read",
+        "ListPushes": "integration:read",
+        "RetryPush": "integration:write",
     },
 }
 
@@ -90,7 +93,11 @@ def binding(service: ServiceDescriptor, add_to_server: AddToServer, servicer: ob
 
 def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
     simulations = SimulationService(
-        deps.store.runs, deps.runner, deps.lifecycle, publish=deps.integrations.bus.publish_engine_event
+        deps.store.runs,
+        deps.runner,
+        deps.lifecycle,
+        publish=deps.integrations.bus.publish_engine_event,
+        books=LiveBooks(deps.integrations.mirror, deps.integrations.sync),
     )
     return [
         binding(SIMULATION, simulation_service_pb2_grpc.add_SimulationServiceServicer_to_server, simulations),

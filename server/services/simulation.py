@@ -27,10 +27,11 @@ from datetime import UTC, datetime
 import grpc
 
 from equihome.events.v1 import event_pb2
-from equihome.simulation.v1 import simulation_pb2, simulation_service_pb2 as service_pb2
+from equihome.simulation.v1 import simulation_config_pb2, simulation_pb2, simulation_service_pb2 as service_pb2
 from equihome.simulation.v1 import simulation_service_pb2_grpc
 from server import errors
 from server.app import Lifecycle
+from server.integration.live_books import LiveBooks
 from server.jobs import JobHandle, JobRunner, JobSnapshot, JobState
 from server.mapping.config import load_engine_config
 from server.mapping.events import simulation_completed, simulation_progressed
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 Publish = Callable[[event_pb2.SimulationProgressed | event_pb2.SimulationCompleted], None]
 
 View = simulation_pb2.SimulationView
+BookSnapshot = simulation_pb2.BookSnapshot
+SimulationConfigMessage = simulation_config_pb2.SimulationConfig
 BASIC, SUMMARY, FULL = (
     simulation_pb2.SIMULATION_VIEW_BASIC,
     simulation_pb2.SIMULATION_VIEW_SUMMARY,
@@ -119,11 +122,14 @@ class FinishedViews:
 
 
 class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
-    def __init__(self, runs: RunStore, runner: JobRunner, lifecycle: Lifecycle, publish: Publish):
+    def __init__(
+        self, runs: RunStore, runner: JobRunner, lifecycle: Lifecycle, publish: Publish, books: LiveBooks
+    ):
         self._runs = runs
         self._runner = runner
         self._lifecycle = lifecycle
         self._publish = publish  # onto the event stream: SimulationProgressed, SimulationCompleted
+        self._books = books  # the live book of a portfolio_id
         self._active: dict[str, ActiveRun] = {}
         self._finished = FinishedViews(CACHED_VIEWS)
 
@@ -135,12 +141,13 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
         sent = request.simulation
         _check_display_name(sent.display_name)
         request_id = _request_id(request.request_id)
-        config = _as_served(load_engine_config(sent.config, "simulation.config"))
+        config, snapshot = await self._config(sent.config, sent.portfolio_id, "simulation")
         spec = simulation_spec(
             display_name=sent.display_name,
             portfolio_id=sent.portfolio_id,
             config_sent=sent.config,
             config=config,
+            book_snapshot=snapshot,
         )
         if request.validate_only:
             spec.state = Simulation.STATE_PENDING
@@ -219,7 +226,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
     async def RunSimulation(
         self, request: service_pb2.RunSimulationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.RunSimulationResponse:
-        config = _as_served(load_engine_config(request.config, "config"))
+        config, snapshot = await self._config(request.config, request.portfolio_id, "")
         paths = engine.path_count(config)
         if paths > RUN_MAX_PATHS:
             raise errors.InvalidArgument(
@@ -250,8 +257,9 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
             if not handle.done():
                 self._runner.cancel(handle.job_id)  # the deadline passed or the caller went away
         spec = simulation_spec(
-            display_name="", portfolio_id=request.portfolio_id, config_sent=request.config, config=config
-        )
+            display_name="", portfolio_id=request.portfolio_id, config_sent=request.config, config=config,
+            book_snapshot=snapshot,
+        )  # fmt: skip
         finished = datetime.now(UTC)
         record = RunRecord(
             name="", portfolio_id=request.portfolio_id, state=RunState.SUCCEEDED, progress_done=paths,
@@ -261,6 +269,18 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
         simulation = simulation_view(record, view, spec=spec)
         simulation.ClearField("expire_time")  # not stored, so never deleted
         return service_pb2.RunSimulationResponse(simulation=simulation)
+
+    async def _config(
+        self, sent: SimulationConfigMessage, portfolio_id: str, prefix: str
+    ) -> tuple[SimulationConfig, BookSnapshot | None]:
+        """The engine config of a request (``prefix`` locates its config and portfolio_id fields): the
+        config sent, or with a ``portfolio_id`` the portfolio's live book under it."""
+        path = f"{prefix}.config" if prefix else "config"
+        if not portfolio_id:
+            return _as_served(load_engine_config(sent, path)), None
+        field = f"{prefix}.portfolio_id" if prefix else "portfolio_id"
+        live = await self._books.config(portfolio_id, sent, path, field)
+        return _as_served(live.config), live.snapshot
 
     # --- Following a job ---------------------------------------------------------------------------
 

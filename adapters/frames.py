@@ -1,9 +1,10 @@
 """WebSocket frames of the three systems, decoded and turned into our ``Event`` messages. Pure functions.
 
-A frame is the guide's ``{"event": ..., "data": {...}}``. The sandbox adds ``id`` (an integer counting
-the system's events, for de-duplication and loss detection) and ``timestamp`` (publication time, ISO
-8601 UTC). Both are optional here because the guide does not promise them; when present they must have
-the right type. Control frames (``subscribed``, ``unsubscribed``, ``error``) are told apart from events.
+A frame is the guide's ``{"event": ..., "data": {...}}``; nothing else is relied on. Other members are
+ignored, except an ISO 8601 ``timestamp`` (which some systems add) that feeds the upstream lag metric.
+Frames are identified by their content (``Frame.key``: the event and its data, canonically encoded),
+which is how the sockets of one system are merged (``adapters/stream_merge.py``). Control frames some
+systems send (``subscribed``, ``unsubscribed``, ``error``) are told apart from events.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
-from adapters.json_reader import JsonObject, PayloadError, json_type
+from adapters.json_reader import JsonObject, PayloadError
 from adapters.pms import mapping as pms
 from adapters.systems import Upstream
 from adapters.traffic_light import mapping as traffic_light
@@ -45,11 +46,11 @@ EVENT_PARSERS: dict[str, tuple[str, Callable[[JsonObject], Message]]] = {
 
 @dataclass(frozen=True)
 class Frame:
-    """A decoded frame: ``event`` and ``data``, plus the optional ``id`` and ``timestamp``."""
+    """A decoded frame: ``event`` and ``data``, the optional ``timestamp``, and its content ``key``."""
 
     event: str
     data: JsonObject
-    id: int | None = None
+    key: str
     timestamp: datetime | None = None
 
     @property
@@ -65,28 +66,25 @@ def decode_frame(text: str | bytes) -> Frame:
         body = json.loads(text)
     except json.JSONDecodeError as error:
         raise PayloadError("(frame)", f"not valid JSON ({error.msg} at character {error.pos})") from None
+    except RecursionError:
+        raise PayloadError("(frame)", "nested too deeply") from None
     frame = JsonObject(body)
     event = frame.identifier("event")
     data = frame.object("data")
-    if event in CONTROL_EVENTS:
-        return Frame(event, data)
-    frame_id = frame.optional_integer("id")
-    if frame_id is not None and frame_id < 1:
-        raise PayloadError("id", f"must be positive, got {frame_id}")
-    stamp = frame.value.get("timestamp")
-    return Frame(event, data, frame_id, None if stamp is None else _timestamp(stamp))
+    key = json.dumps([event, data.value], sort_keys=True, separators=(",", ":"))
+    return Frame(event, data, key, _timestamp(frame.value.get("timestamp")))
 
 
-def _timestamp(value: Any) -> datetime:
+def _timestamp(value: Any) -> datetime | None:
+    """A well-formed ISO 8601 time with a zone, else None: the timestamp is not part of the guide, so a
+    missing or odd one costs only the lag measurement."""
     if not isinstance(value, str):
-        raise PayloadError("timestamp", f"expected an ISO 8601 string, got {json_type(value)}")
+        return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise PayloadError("timestamp", f"{value!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise PayloadError("timestamp", f"{value!r} has no time zone")
-    return moment.astimezone(UTC)
+        return None
+    return None if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def event_from_frame(system: Upstream, frame: Frame, received_at: datetime) -> event_pb2.Event:
@@ -96,6 +94,6 @@ def event_from_frame(system: Upstream, frame: Frame, received_at: datetime) -> e
     payload_field, parse = EVENT_PARSERS[frame.event]
     time = timestamp_pb2.Timestamp()
     time.FromDatetime(received_at)
-    event = event_pb2.Event(time=time, source=system.proto)
+    event = event_pb2.Event(time=time, source=system.proto, origin=event_pb2.EVENT_ORIGIN_LIVE)
     getattr(event, payload_field).CopyFrom(parse(frame.data))
     return event

@@ -2,7 +2,9 @@
 
 ``get_json`` (idempotent) is retried on outages (5xx, timeouts, connection errors) with jittered
 exponential backoff, unless the system asked for a ``retry_after`` longer than our longest wait;
-``post_json`` is never retried. A 401 leads to one token re-fetch and one retry, for either method. Each
+``post_json`` is never retried (the outbox does that). GETs carry a token with the system's read scope,
+POSTs one with its write scope. A 401 leads to one token re-fetch and one retry, for either method.
+Responses are read up to ``max_response_bytes``; a longer one is refused as invalid data. Each
 logical call goes through the system's circuit breaker (purgatory): ``threshold`` consecutive outages
 open it, calls then fail fast with ``CircuitOpen`` until ``reset_s`` has passed, and one successful
 trial closes it again. Only outages count; a 404 or 429 means the system is up.
@@ -16,8 +18,8 @@ logs and ours line up. Errors in the guide's format become the ``UpstreamError``
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
+import json
 import logging
 import time
 import uuid
@@ -43,12 +45,14 @@ from adapters.errors import (
 from adapters.json_reader import JsonObject, PayloadError
 from adapters.metrics import AdapterMetrics
 from adapters.monitor import UpstreamMonitor
-from adapters.oauth import AccessToken, TokenProvider
+from adapters.oauth import AccessToken, SystemTokens
+from adapters.shielded import ShieldedWork
 from adapters.systems import Upstream
 
 log = logging.getLogger(__name__)
 
 CORRELATION_HEADER = "X-Correlation-ID"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 T = TypeVar("T")
 
 
@@ -63,6 +67,7 @@ class ResiliencePolicy:
     retry_max_s: float = 2.0
     breaker_threshold: int = 5
     breaker_reset_s: float = 30.0
+    max_response_bytes: int = 32 * 1024 * 1024
 
     @property
     def timeout(self) -> httpx.Timeout:
@@ -89,7 +94,7 @@ class UpstreamHttpClient:
         self,
         system: Upstream,
         base_url: str,
-        tokens: TokenProvider,
+        tokens: SystemTokens,
         monitor: UpstreamMonitor,
         metrics: AdapterMetrics,
         *,
@@ -108,15 +113,17 @@ class UpstreamHttpClient:
             default_ttl=policy.breaker_reset_s,
             exclude=[(UpstreamError, lambda error: not error.counts_as_outage)],
         )
-        self._calls: set[asyncio.Task[Any]] = set()
+        self._calls = ShieldedWork()
 
     async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET ``path`` and return the decoded JSON body; retried on outages."""
-        return await self._shielded(self._breaker_guarded(lambda: self._retried_get(path, params)))
+        return await self._calls.run(self._breaker_guarded(lambda: self._retried_get(path, params)))
 
-    async def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
-        """POST ``body`` as JSON and return the decoded answer; never retried (not idempotent)."""
-        return await self._shielded(self._breaker_guarded(lambda: self._exchange("POST", path, json=body)))
+    async def post_json(self, path: str, body: Mapping[str, Any], *, idempotency_key: str | None = None) -> Any:
+        """POST ``body`` as JSON and return the decoded answer (None when empty); never retried."""
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else {}
+        exchange = lambda: self._exchange("POST", path, json=body, headers=headers)  # noqa: E731
+        return await self._calls.run(self._breaker_guarded(exchange))
 
     async def breaker(self) -> BreakerView:
         context = (await self._breakers.get_breaker(self.system.value)).context
@@ -128,23 +135,10 @@ class UpstreamHttpClient:
         return BreakerView(context.state, context.failure_count or 0, retry_after)
 
     async def aclose(self) -> None:
-        for call in list(self._calls):
-            call.cancel()
-        await asyncio.gather(*self._calls, return_exceptions=True)
+        await self._calls.cancel_all()
         await self._http.aclose()
 
-    # The layers of one call, outermost first.
-
-    async def _shielded(self, call: Coroutine[Any, Any, T]) -> T:
-        task = asyncio.ensure_future(call)
-        self._calls.add(task)
-        task.add_done_callback(self._call_done)
-        return await asyncio.shield(task)
-
-    def _call_done(self, task: asyncio.Task[Any]) -> None:
-        self._calls.discard(task)
-        if not task.cancelled():
-            task.exception()  # already recorded and logged; mark it seen if the caller has gone
+    # The layers of one call, outermost first (the outermost: ``self._calls.run``, shielded).
 
     async def _breaker_guarded(self, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
         breaker = await self._breakers.get_breaker(self.system.value)
@@ -184,31 +178,35 @@ class UpstreamHttpClient:
     async def _exchange(self, method: str, path: str, **request: Any) -> Any:
         """One request (plus one retry after a 401), its outcome recorded, its body decoded."""
         try:
-            response = await self._authorised(method, path, **request)
-            body = self._decoded(method, path, response)
+            response, content = await self._authorised(method, path, **request)
+            body = self._decoded(method, path, response, content)
         except UpstreamError as error:
             self._record_failure(method, error)
             raise
         self.monitor.succeeded()
         return body
 
-    async def _authorised(self, method: str, path: str, **request: Any) -> httpx.Response:
-        token = await self.tokens.token()
-        response = await self._send(method, path, token, **request)
+    async def _authorised(self, method: str, path: str, **request: Any) -> tuple[httpx.Response, bytes]:
+        tokens = self.tokens.for_method(method)
+        token = await tokens.token()
+        response, content = await self._send(method, path, token, **request)
         if response.status_code != 401:
-            return response
+            return response, content
         log.info("access token rejected; fetching a new one", extra={"system": self.system.value})
-        response = await self._send(method, path, await self.tokens.refresh(token), **request)
+        response, content = await self._send(method, path, await tokens.refresh(token), **request)
         if response.status_code == 401:
-            raise self._error(method, path, response, UpstreamAuthFailed)
-        return response
+            raise self._error(method, path, response, content, UpstreamAuthFailed)
+        return response, content
 
-    async def _send(self, method: str, path: str, token: AccessToken, **request: Any) -> httpx.Response:
+    async def _send(
+        self, method: str, path: str, token: AccessToken, *, headers: Mapping[str, str] | None = None, **request: Any
+    ) -> tuple[httpx.Response, bytes]:
         correlation_id = self._correlation_id() or new_correlation_id()
-        headers = {**token.header, CORRELATION_HEADER: correlation_id}
+        headers = {**(headers or {}), **token.header, CORRELATION_HEADER: correlation_id}
         started = time.perf_counter()
         try:
-            response = await self._http.request(method, path, headers=headers, **request)
+            async with self._http.stream(method, path, headers=headers, **request) as response:
+                content = await self._bounded_body(method, path, response)
         except httpx.TimeoutException as error:
             self._metrics.requests.labels(system=self.system.value, method=method, outcome="timeout").inc()
             raise UpstreamUnavailable(
@@ -227,31 +225,45 @@ class UpstreamHttpClient:
         self._metrics.requests.labels(
             system=self.system.value, method=method, outcome=str(response.status_code)
         ).inc()
-        return response
+        return response, content
 
-    def _decoded(self, method: str, path: str, response: httpx.Response) -> Any:
+    async def _bounded_body(self, method: str, path: str, response: httpx.Response) -> bytes:
+        """The body, read up to ``max_response_bytes``: a system may not make us hold more."""
+        limit = self.policy.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise UpstreamDataInvalid(self.system, path, "(body)", f"longer than {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamDataInvalid(self.system, path, "(body)", f"longer than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _decoded(self, method: str, path: str, response: httpx.Response, content: bytes) -> Any:
         status = response.status_code
         if status >= 500:
-            raise self._error(method, path, response, UpstreamUnavailable)
+            raise self._error(method, path, response, content, UpstreamUnavailable)
         if status == 429:
-            raise self._error(method, path, response, UpstreamRateLimited)
+            raise self._error(method, path, response, content, UpstreamRateLimited)
         if status == 404:
-            raise self._error(method, path, response, UpstreamNotFound)
+            raise self._error(method, path, response, content, UpstreamNotFound)
         if status in (401, 403):
-            raise self._error(method, path, response, UpstreamAuthFailed)
+            raise self._error(method, path, response, content, UpstreamAuthFailed)
         if status >= 400:
-            raise self._error(method, path, response, UpstreamRejected)
-        if status == 204 or not response.content:
+            raise self._error(method, path, response, content, UpstreamRejected)
+        if status == 204 or not content:
             return None
         try:
-            return response.json()
-        except ValueError:
+            return json.loads(content)
+        except (ValueError, RecursionError):
             raise UpstreamDataInvalid(self.system, path, "(body)", "not valid JSON") from None
 
     def _error(
-        self, method: str, path: str, response: httpx.Response, kind: type[UpstreamError]
+        self, method: str, path: str, response: httpx.Response, content: bytes, kind: type[UpstreamError]
     ) -> UpstreamError:
-        said = read_error_body(response)
+        said = read_error_body(content)
         message = said.get("message") or f"HTTP {response.status_code}"
         return kind(
             self.system,
@@ -284,15 +296,15 @@ class UpstreamHttpClient:
         )
 
 
-def read_error_body(response: httpx.Response) -> dict[str, Any]:
+def read_error_body(content: bytes) -> dict[str, Any]:
     """``code``, ``message``, ``details`` and ``correlation_id`` of an error in the guide's format.
 
     Anything else (a proxy's HTML page, an empty body) gives an empty dict: the status still tells what
     happened. Malformed members are dropped with a log line rather than trusted.
     """
     try:
-        body = response.json()
-    except ValueError:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
         return {}
     try:
         error = JsonObject(body).object("error")
@@ -304,10 +316,7 @@ def read_error_body(response: httpx.Response) -> dict[str, Any]:
         details = error.optional_object("details")
         said["details"] = details.value if details is not None else {}
     except PayloadError as problem:
-        log.warning(
-            "upstream error body is not in the guide's format",
-            extra={"status": response.status_code, "problem": str(problem)},
-        )
+        log.warning("upstream error body is not in the guide's format", extra={"problem": str(problem)})
         return {}
     return {key: value for key, value in said.items() if value is not None}
 

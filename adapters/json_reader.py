@@ -3,7 +3,12 @@
 ``JsonObject(body, "market_risk.north_shore")`` wraps a ``dict``; ``.number("risk_score")`` returns a
 float or raises ``PayloadError("market_risk.north_shore.risk_score", "expected a number, got string")``.
 Unknown extra fields are simply never read, so they are tolerated. Booleans are not numbers here
-(JSON ``true`` is no amount), and numbers are not strings.
+(JSON ``true`` is no amount), and numbers are not strings. A member that is absent or JSON ``null`` is
+"not sent": the ``optional_*`` readers return None for it, the others raise.
+
+Upstream systems are not trusted to be reasonable: identifiers are at most ``MAX_ID_CHARS`` characters,
+other strings at most ``MAX_TEXT_CHARS``, arrays at most ``MAX_ITEMS`` items (the HTTP and WebSocket
+layers bound the size of the whole document).
 """
 
 from __future__ import annotations
@@ -13,6 +18,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+MAX_ID_CHARS = 128
+MAX_TEXT_CHARS = 1000
+MAX_ITEMS = 100_000
 
 
 class PayloadError(ValueError):
@@ -66,18 +75,26 @@ class JsonObject:
         """``parse(value, path)`` of a required member, for vocabularies such as zones."""
         return parse(self._required(name), _join(self.path, name))
 
-    def string(self, name: str) -> str:
+    def optional_parsed(self, name: str, parse: Callable[[Any, str], T]) -> T | None:
+        return None if self.value.get(name) is None else self.parsed(name, parse)
+
+    def string(self, name: str, max_chars: int = MAX_TEXT_CHARS) -> str:
         value = self._required(name)
         if not isinstance(value, str):
             raise PayloadError(_join(self.path, name), f"expected a string, got {json_type(value)}")
+        if len(value) > max_chars:
+            raise PayloadError(_join(self.path, name), f"longer than {max_chars} characters")
         return value
 
     def identifier(self, name: str) -> str:
-        """A non-empty string."""
-        value = self.string(name)
+        """A non-empty string of at most ``MAX_ID_CHARS`` characters."""
+        value = self.string(name, MAX_ID_CHARS)
         if not value:
             raise PayloadError(_join(self.path, name), "must not be empty")
         return value
+
+    def optional_identifier(self, name: str) -> str | None:
+        return None if self.value.get(name) is None else self.identifier(name)
 
     def number(self, name: str) -> float:
         return _number(self._required(name), _join(self.path, name))
@@ -119,22 +136,30 @@ class JsonObject:
         field = _join(self.path, name)
         if not isinstance(value, list):
             raise PayloadError(field, f"expected an array, got {json_type(value)}")
+        if len(value) > MAX_ITEMS:
+            raise PayloadError(field, f"more than {MAX_ITEMS} items")
         return [(item, f"{field}[{index}]") for index, item in enumerate(value)]
+
+    def optional_array(self, name: str) -> list[tuple[Any, str]]:
+        """An optional array (absent or null: empty)."""
+        return [] if self.value.get(name) is None else self.array(name)
 
     def optional_strings(self, name: str) -> list[str]:
         """An optional array of strings (absent or null: empty)."""
-        if self.value.get(name) is None:
-            return []
         strings = []
-        for item, path in self.array(name):
+        for item, path in self.optional_array(name):
             if not isinstance(item, str):
                 raise PayloadError(path, f"expected a string, got {json_type(item)}")
             strings.append(item)
         return strings
 
     def entries(self) -> Iterator[tuple[str, Any, str]]:
-        """``(key, value, path)`` for every member, for objects used as maps (``zones``)."""
+        """``(key, value, path)`` for every member, for objects used as maps keyed by id (``zones``)."""
+        if len(self.value) > MAX_ITEMS:
+            raise PayloadError(self.path or "(body)", f"more than {MAX_ITEMS} members")
         for key, value in self.value.items():
+            if not key or len(key) > MAX_ID_CHARS:
+                raise PayloadError(_join(self.path, key[:MAX_ID_CHARS]), f"keys are ids of 1 to {MAX_ID_CHARS} characters")
             yield key, value, _join(self.path, key)
 
 

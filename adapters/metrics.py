@@ -38,9 +38,9 @@ class AdapterMetrics:
             ["system", "kind"],
             registry=registry,
         )
-        self.events_missed = Counter(
-            "equihome_upstream_ws_events_missed",
-            "Upstream events known lost: frame ids never received on any connection.",
+        self.coverage_gaps = Counter(
+            "equihome_upstream_ws_coverage_gaps",
+            "Times every WebSocket of a system was down and one came back (a catch-up reconciliation follows).",
             ["system"],
             registry=registry,
         )

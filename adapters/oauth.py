@@ -1,4 +1,7 @@
-"""OAuth 2.0 client credentials: one token provider per upstream system.
+"""OAuth 2.0 client credentials: token providers per upstream system and scope.
+
+Each system gets two providers (``SystemTokens``): one asking for its read scope, used by GETs and the
+WebSocket, and one asking for its write scope, used only by POSTs. A call carries only the scope it needs.
 
 The provider fetches a token with authlib's ``AsyncOAuth2Client`` (client authentication by HTTP
 Basic), caches it, and fetches a new one ``refresh_margin`` before it expires (a minute, or half the
@@ -204,6 +207,46 @@ class TokenProvider:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+@dataclass(frozen=True)
+class SystemTokens:
+    """The read-scope and write-scope token providers of one system."""
+
+    read: TokenProvider
+    write: TokenProvider
+
+    @classmethod
+    def create(
+        cls,
+        system: Upstream,
+        token_url: str,
+        client_id: str,
+        client_secret: SecretStr,
+        *,
+        timeout: httpx.Timeout,
+        on_fetch: Callable[[Upstream, bool], None] | None = None,
+    ) -> SystemTokens:
+        def provider(scope: str) -> TokenProvider:
+            credentials = ClientCredentials(token_url, client_id, client_secret, (scope,))
+            return TokenProvider(system, credentials, timeout=timeout, on_fetch=on_fetch)
+
+        return cls(provider(system.read_scope), provider(system.write_scope))
+
+    def for_method(self, method: str) -> TokenProvider:
+        return self.read if method == "GET" else self.write
+
+    @property
+    def state(self) -> TokenState:
+        """FAILED when either provider's last fetch failed, else the read provider's state (the one in
+        constant use)."""
+        if TokenState.FAILED in (self.read.state, self.write.state):
+            return TokenState.FAILED
+        return self.read.state
+
+    async def aclose(self) -> None:
+        await self.read.aclose()
+        await self.write.aclose()
 
 
 def _describe(error: BaseException) -> str:

@@ -1,13 +1,13 @@
-"""The three upstream systems as the engine knows them: names, scopes, WebSocket channels, proto values.
+"""The three upstream systems as the engine knows them: names, scopes, events, proto values.
 
-Everything here comes from the integration guide, except the channel names other than ``zone_updates``
-(the guide names only that one; the others are the sandbox's, docs/sandbox.md). A system's base URL,
-WebSocket URL and credentials come from the settings, never from here.
+Everything here comes from the integration guide, except the default WebSocket channels of the PMS and
+the Underwriting System: the guide subscribes the TLS to ``zone_updates`` and names no other channel, so
+theirs follow its style (``portfolio_updates``, ``loan_updates``). Channels are a setting
+(docs/integration.md). A system's URLs and credentials come from the settings, never from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from enum import StrEnum
 
 from equihome.type.v1 import system_pb2
@@ -34,19 +34,24 @@ class Upstream(StrEnum):
         return _PROTO_SYSTEMS[self]
 
     @property
-    def scopes(self) -> tuple[str, str]:
-        """The read and write scope the engine asks for (``pms:read pms:write``)."""
-        return f"{self.value}:read", f"{self.value}:write"
+    def read_scope(self) -> str:
+        """The scope of its GETs and its WebSocket (``pms:read``)."""
+        return f"{self.value}:read"
 
     @property
-    def channels(self) -> Mapping[str, str]:
-        """WebSocket channel -> the one event type it carries. Subscribing to all of them gives every
-        event the system publishes, so frame ids are consecutive and a gap means a lost event."""
-        return _CHANNELS[self]
+    def write_scope(self) -> str:
+        """The scope of the POSTs to it (``pms:write``)."""
+        return f"{self.value}:write"
+
+    @property
+    def default_channels(self) -> tuple[str, ...]:
+        """The WebSocket channels subscribed unless the settings name others."""
+        return _DEFAULT_CHANNELS[self]
 
     @property
     def events(self) -> tuple[str, ...]:
-        return tuple(self.channels.values())
+        """The event types it publishes, as the guide names them."""
+        return _EVENTS[self]
 
 
 _TITLES = {
@@ -67,16 +72,16 @@ _PROTO_SYSTEMS = {
     Upstream.UNDERWRITING: system_pb2.SYSTEM_UNDERWRITING,
 }
 
-_CHANNELS: dict[Upstream, dict[str, str]] = {
-    Upstream.TRAFFIC_LIGHT: {
-        "zone_updates": "zone_classification_updated",
-        "market_risk": "market_risk_updated",
-    },
-    Upstream.PMS: {"portfolio_updates": "portfolio_updated", "metrics_updates": "metrics_updated"},
-    Upstream.UNDERWRITING: {
-        "loan_applications": "loan_application_submitted",
-        "loan_approvals": "loan_approved",
-    },
+_EVENTS: dict[Upstream, tuple[str, ...]] = {
+    Upstream.TRAFFIC_LIGHT: ("zone_classification_updated", "market_risk_updated"),
+    Upstream.PMS: ("portfolio_updated", "metrics_updated"),
+    Upstream.UNDERWRITING: ("loan_application_submitted", "loan_approved"),
+}
+
+_DEFAULT_CHANNELS: dict[Upstream, tuple[str, ...]] = {
+    Upstream.TRAFFIC_LIGHT: ("zone_updates",),
+    Upstream.PMS: ("portfolio_updates",),
+    Upstream.UNDERWRITING: ("loan_updates",),
 }
 
 

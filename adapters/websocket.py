@@ -1,36 +1,38 @@
-"""The WebSocket event subscription of one system: redundant connections, reconnects, typed events.
+"""The WebSocket event source of one system: redundant sockets, merged by content, each event once.
 
-The sandbox (like many real systems) does not replay events missed while a client was disconnected. So
-the subscription keeps ``connections`` sockets open at once (default 2), each subscribed to every
-channel of the system, and merges them by frame id (``Resequencer``): one socket dropping loses nothing
-as long as another is up. Secondary sockets connect after the next event on the primary, at start and
-whenever all sockets went down together, so that "drop after N events" or
-"drop after N seconds" does not hit them all at once. Events published while every socket is down are
-lost (the systems do not replay); the frame ids tell, and they are counted and logged.
+The guide's frames are ``{"event", "data"}``: no acknowledgement, no id, no replay after a reconnect. So:
 
-Each socket:
+* the subscription keeps ``connections`` sockets open at once (default 2), each subscribed to the
+  system's channels (guide-style defaults, or the configured ones), and merges them by content
+  (``StreamMerger``): one socket dropping loses nothing while another is up;
+* a socket sends its subscribe messages and is then in service; an acknowledgement is never awaited
+  (a ``subscribed`` frame, if a system sends one, is just counted);
+* an established socket that ends is reopened at once; failing attempts back off exponentially with
+  jitter (tenacity). Secondary sockets open after the primary's first event or ``stagger_s`` after it
+  opened, whichever comes first, so "drop after N events" faults do not hit them all at once;
+* a socket is replaced before its token expires, make before break: the new socket (fresh token) opens
+  and subscribes while the old one keeps reading, and the old one closes once it has carried the stream up
+  to the new one's first event (or after ``rotation_overlap_s``). The overlap is de-duplicated by content;
+* a close code that means "token expired" (``token_expired_codes``: 1008, 4001, 4003, 4401, 4403) and a
+  refused handshake (401) discard the token, so the next attempt fetches a fresh one;
+* silent peers: keepalive pings, and an explicit ping after ``idle_timeout_s`` without frames; no pong
+  closes and reopens the socket;
+* frames larger than ``max_frame_bytes`` close the socket (1009, then reconnect); malformed frames (bad
+  JSON, wrong types, unknown event) are counted, logged and skipped.
 
-* connects with a token from the provider, asked again on every attempt; a 401 handshake or a close
-  for an expired token (1008) invalidates the token, so the next attempt fetches a fresh one;
-* sends the guide's subscribe message per channel and waits (briefly) for the acknowledgements;
-* reconnects at once after an established connection ends, then with jittered exponential backoff
-  (tenacity) while attempts fail;
-* is replaced before its token expires: a new socket with a fresh token is opened and subscribed
-  before the old one closes (make before break), the overlap de-duplicated by id;
-* detects a silent peer: websockets' keepalive pings (``ping_interval_s``/``ping_timeout_s``), and an
-  explicit ping when nothing arrived for ``idle_timeout_s``.
-
-Malformed frames (bad JSON, wrong types) are counted and logged, then skipped; the socket stays up.
+What no socket saw cannot come from the sockets. Whenever every socket of the system was down, the
+receiver is told (``coverage_gap``) once one is back, so the mirror reconciles at once; losses while a
+socket was up but silent are found by the scheduled reconciliation (docs/integration.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,27 +48,32 @@ from adapters.json_reader import PayloadError
 from adapters.metrics import AdapterMetrics
 from adapters.monitor import SocketState, UpstreamMonitor
 from adapters.oauth import AccessToken, TokenProvider
-from adapters.resequencer import Resequencer
+from adapters.stream_merge import MergeCursor, StreamMerger
 from adapters.systems import Upstream
+from adapters.transport import EventReceiver
 from equihome.events.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 
-CLOSE_POLICY_VIOLATION = 1008  # the sandbox: token expired, or we read too slowly
-EventHandler = Callable[[event_pb2.Event, Frame], None]
+TOKEN_EXPIRED_CLOSE_CODES = frozenset({1008, 4001, 4003, 4401, 4403})
+RETIRE_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
 class SocketPolicy:
     connections: int = 2
+    channels: tuple[str, ...] = ()  # empty: the system's default channels
     open_timeout_s: float = 10.0
-    subscribe_timeout_s: float = 5.0
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 10.0
     idle_timeout_s: float = 60.0
     reconnect_initial_s: float = 0.2
     reconnect_max_s: float = 30.0
-    reorder_hold_s: float = 0.5
+    stagger_s: float = 1.0
+    rotation_overlap_s: float = 5.0
+    dedupe_window_s: float = 10.0
+    max_frame_bytes: int = 256 * 1024
+    token_expired_codes: frozenset[int] = TOKEN_EXPIRED_CLOSE_CODES
 
 
 class ConnectFailed(Exception):
@@ -74,21 +81,17 @@ class ConnectFailed(Exception):
 
 
 class SocketSession:
-    """One open, subscribed socket and the task reading it."""
+    """One open, subscribed socket, its place in the merged stream and the task reading it."""
 
-    def __init__(self, connection: ClientConnection, token: AccessToken, channels: int):
+    def __init__(self, connection: ClientConnection, token: AccessToken, cursor: MergeCursor):
         self.connection = connection
         self.token = token
-        self.opened_at = time.time()
-        self.acknowledged = asyncio.Event()
-        self._awaiting_acks = channels
-        self.events = 0
+        self.cursor = cursor
         self.reader: asyncio.Task[None] | None = None
 
-    def acknowledge(self) -> None:
-        self._awaiting_acks -= 1
-        if self._awaiting_acks <= 0:
-            self.acknowledged.set()
+    @property
+    def open(self) -> bool:
+        return self.reader is not None and not self.reader.done()
 
     async def close(self) -> None:
         await self.connection.close()
@@ -97,7 +100,7 @@ class SocketSession:
 
 
 class EventSubscription:
-    """Keeps ``policy.connections`` sockets to one system and hands each new event to ``on_event``."""
+    """Keeps ``policy.connections`` sockets to one system and hands each new event to the receiver."""
 
     def __init__(
         self,
@@ -106,7 +109,6 @@ class EventSubscription:
         tokens: TokenProvider,
         monitor: UpstreamMonitor,
         metrics: AdapterMetrics,
-        on_event: EventHandler,
         *,
         policy: SocketPolicy,
     ):
@@ -115,17 +117,21 @@ class EventSubscription:
         self.tokens = tokens
         self.monitor = monitor
         self.policy = policy
+        self.channels = policy.channels or system.default_channels
         self._metrics = metrics
-        self._on_event = on_event
+        self._receiver: EventReceiver | None = None
         self._states = [SocketState.DISCONNECTED] * policy.connections
         self._primary_event = asyncio.Event()
         self._sessions: set[SocketSession] = set()  # open sockets, closed when the subscription stops
-        self._merge: Resequencer[tuple[event_pb2.Event, Frame]] = Resequencer(
-            self._deliver, self._missed, hold_s=policy.reorder_hold_s, name=system.value
+        self._merge: StreamMerger[tuple[event_pb2.Event, Frame]] = StreamMerger(
+            self._deliver, window_s=policy.dedupe_window_s
         )
+        self._blind_since: float | None = time.time()  # no socket listening since then
+        self._last_frame_time = time.time()
 
-    async def run(self) -> None:
+    async def run(self, receiver: EventReceiver) -> None:
         """Keep the sockets up until cancelled."""
+        self._receiver = receiver
         self.monitor.socket(SocketState.CONNECTING)
         slots = [
             asyncio.create_task(self._keep_connected(index), name=f"{self.system.value} websocket {index}")
@@ -139,7 +145,6 @@ class EventSubscription:
             await asyncio.gather(*slots, return_exceptions=True)
             closing = [session.close() for session in list(self._sessions)]
             await asyncio.gather(*closing, return_exceptions=True)
-            self._merge.close()
             self.monitor.socket(SocketState.DISCONNECTED)
 
     # One slot: a socket kept open for ever, replaced before its token expires.
@@ -147,24 +152,21 @@ class EventSubscription:
     async def _keep_connected(self, index: int) -> None:
         await self._stagger(index)
         while True:
-            session = await self._connect_with_backoff(index)
-            while True:
-                rotated = await self._until_closed_or_rotation(session, index)
-                if rotated is None:
-                    break
-                session = rotated
+            session: SocketSession | None = await self._connect_with_backoff(index)
+            while session is not None:
+                session = await self._until_closed_or_rotated(session, index)
             self._set_state(index, SocketState.CONNECTING)
             if SocketState.CONNECTED not in self._states:
                 await self._stagger(index)  # every socket went down together: stagger them again
 
     async def _stagger(self, index: int) -> None:
-        """Secondary sockets connect after the primary's next event, at start and after every socket went
-        down together, so that a drop after N events or N seconds does not hit them all at once. (A quiet
-        system needs no second socket until it has something to say.)"""
+        """Secondary sockets open after the primary's next event, or ``stagger_s`` later if none comes (a
+        quiet or silent primary must not keep them closed)."""
         if index == 0:
             return
         self._primary_event.clear()
-        await self._primary_event.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._primary_event.wait(), self.policy.stagger_s * index)
 
     async def _connect_with_backoff(self, index: int) -> SocketSession:
         self._set_state(index, SocketState.CONNECTING)
@@ -185,14 +187,13 @@ class EventSubscription:
         self._set_state(index, SocketState.CONNECTED)
         return session
 
-    async def _until_closed_or_rotation(self, session: SocketSession, index: int) -> SocketSession | None:
+    async def _until_closed_or_rotated(self, session: SocketSession, index: int) -> SocketSession | None:
         """Wait until the socket ends (None) or its token is due; then return its replacement."""
         assert session.reader is not None
         rotate_in = self._rotation_time(session.token, index) - time.time()
         timeout = max(0.0, rotate_in) if math.isfinite(rotate_in) else None  # None: a token without expiry
         done, _ = await asyncio.wait({session.reader}, timeout=timeout)
         if done:
-            self._reader_ended(session.reader, index)
             return None
         try:
             replacement = await self._open(index)
@@ -202,20 +203,19 @@ class EventSubscription:
                 extra={"upstream": self.system.value, "connection": index},
             )
             await asyncio.wait({session.reader})
-            self._reader_ended(session.reader, index)
             return None
-        await session.close()
-        where = {"upstream": self.system.value, "connection": index}
-        log.info("socket replaced ahead of token expiry", extra=where)
+        await self._retire(session, replacement)
+        log.info("socket replaced ahead of token expiry", extra={"upstream": self.system.value, "connection": index})
         return replacement
 
-    def _reader_ended(self, reader: asyncio.Task[None], index: int) -> None:
-        if not reader.cancelled() and reader.exception() is not None:
-            log.error(
-                "websocket reader failed; reconnecting",
-                extra={"upstream": self.system.value, "connection": index},
-                exc_info=reader.exception(),
-            )
+    async def _retire(self, old: SocketSession, new: SocketSession) -> None:
+        """Close ``old`` once it has carried the stream up to where ``new`` began (nothing it still had in
+        flight is lost), or when the overlap is up (a quiet system proves nothing). A system that closes
+        the old socket when its token expires ends it first; what it sent before that is still read."""
+        deadline = time.time() + self.policy.rotation_overlap_s
+        while old.open and new.open and time.time() < deadline and not old.cursor.caught_up_with(new.cursor):
+            await asyncio.sleep(RETIRE_POLL_S)
+        await old.close()
 
     def _rotation_time(self, token: AccessToken, index: int) -> float:
         """When to replace a socket: at the token's refresh time, later connections a little later still
@@ -226,7 +226,7 @@ class EventSubscription:
     # Opening a socket.
 
     async def _open(self, index: int) -> SocketSession:
-        """Connect, subscribe to every channel, start reading; raises ``ConnectFailed``."""
+        """Connect, start reading, send the subscriptions; raises ``ConnectFailed``."""
         try:
             token = await self.tokens.token()
         except UpstreamAuthFailed as error:
@@ -241,6 +241,7 @@ class EventSubscription:
                 ping_interval=self.policy.ping_interval_s,
                 ping_timeout=self.policy.ping_timeout_s,
                 close_timeout=self.policy.ping_timeout_s,
+                max_size=self.policy.max_frame_bytes,
             )
         except InvalidStatus as error:
             self._handshake_refused(token, error)
@@ -251,28 +252,20 @@ class EventSubscription:
             raise ConnectFailed(str(error)) from error
         self._count_connect("ok")
         self.monitor.succeeded()
-        session = SocketSession(connection, token, len(self.system.channels))
+        # The cursor starts here, before subscribing: every event this socket will carry is published later.
+        session = SocketSession(connection, token, self._merge.cursor())
         session.reader = asyncio.create_task(
             self._read(session, index), name=f"{self.system.value} websocket {index} reader"
         )
         self._sessions.add(session)
-        session.reader.add_done_callback(lambda _: self._sessions.discard(session))
+        session.reader.add_done_callback(lambda _: self._session_ended(session, index))
         try:
-            for channel in self.system.channels:
+            for channel in self.channels:
                 await connection.send(json.dumps({"event": "subscribe", "data": {"channel": channel}}))
         except ConnectionClosed as error:
             await asyncio.wait({session.reader})
             raise ConnectFailed(f"closed while subscribing ({error})") from error
-        try:
-            acknowledged = asyncio.shield(session.acknowledged.wait())
-            await asyncio.wait_for(acknowledged, self.policy.subscribe_timeout_s)
-        except TimeoutError:
-            log.warning(
-                "no subscription acknowledgement; assuming subscribed",
-                extra={"upstream": self.system.value, "connection": index},
-            )
-        if session.reader.done() and not session.acknowledged.is_set() and session.events == 0:
-            raise ConnectFailed("closed before the subscription took effect")
+        self._listening()
         log.info("websocket subscribed", extra={"upstream": self.system.value, "connection": index})
         return session
 
@@ -288,6 +281,27 @@ class EventSubscription:
             self.tokens.invalidate(token)
         body = _short(error.response.body)
         log.warning(message, extra={"upstream": self.system.value, "status": status, "body": body})
+
+    # Coverage: whether any socket is listening.
+
+    def _listening(self) -> None:
+        if self._blind_since is None or self._receiver is None:
+            return
+        since, self._blind_since = self._blind_since, None
+        self._metrics.coverage_gaps.labels(system=self.system.value).inc()
+        self._receiver.coverage_gap(self.system, since)
+
+    def _session_ended(self, session: SocketSession, index: int) -> None:
+        self._sessions.discard(session)
+        assert session.reader is not None
+        if not session.reader.cancelled() and session.reader.exception() is not None:
+            log.error(
+                "websocket reader failed; reconnecting",
+                extra={"upstream": self.system.value, "connection": index},
+                exc_info=session.reader.exception(),
+            )
+        if not any(other.open for other in self._sessions) and self._blind_since is None:
+            self._blind_since = min(time.time(), self._last_frame_time)
 
     # Reading a socket.
 
@@ -305,7 +319,7 @@ class EventSubscription:
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd is not None else None
             reason = closed.rcvd.reason if closed.rcvd is not None else ""
-            if code == CLOSE_POLICY_VIOLATION:
+            if code in self.policy.token_expired_codes:
                 self.tokens.invalidate(session.token)
             log.info(
                 "websocket closed",
@@ -326,10 +340,11 @@ class EventSubscription:
 
     def _receive(self, session: SocketSession, index: int, message: str | bytes) -> None:
         received_at = datetime.now(UTC)
+        self._last_frame_time = received_at.timestamp()
         try:
             frame = decode_frame(message)
             if frame.is_control:
-                self._control(session, index, frame)
+                self._control(index, frame)
                 return
             event = event_from_frame(self.system, frame, received_at)
         except PayloadError as problem:
@@ -341,32 +356,23 @@ class EventSubscription:
             )
             return
         self.monitor.event_received()
-        session.events += 1
         if index == 0:
             self._primary_event.set()
-        fresh = self._merge.push(index, frame.id, (event, frame))
+        fresh = self._merge.push(session.cursor, frame.key, (event, frame))
         self._count_frame("event" if fresh else "duplicate")
 
-    def _control(self, session: SocketSession, index: int, frame: Frame) -> None:
+    def _control(self, index: int, frame: Frame) -> None:
         self._count_frame("control" if frame.event != "error" else "error")
-        if frame.event == "subscribed":
-            session.acknowledge()
-        elif frame.event == "error":
+        if frame.event == "error":
             log.warning(
                 "upstream websocket error frame",
-                extra={"upstream": self.system.value, "connection": index, "error": frame.data.value},
+                extra={"upstream": self.system.value, "connection": index, "error": _short(frame.data.value)},
             )
 
     def _deliver(self, item: tuple[event_pb2.Event, Frame]) -> None:
-        self._on_event(*item)
-
-    def _missed(self, first: int, last: int) -> None:
-        count = last - first + 1
-        self._metrics.events_missed.labels(system=self.system.value).inc(count)
-        log.error(
-            "upstream events lost: no connection received them",
-            extra={"upstream": self.system.value, "first_id": first, "last_id": last, "count": count},
-        )
+        event, frame = item
+        assert self._receiver is not None
+        self._receiver.event(event, frame.timestamp.timestamp() if frame.timestamp is not None else None)
 
     # Bookkeeping.
 
@@ -388,5 +394,10 @@ class EventSubscription:
 
 
 def _short(message: Any, limit: int = 200) -> str:
-    text = message.decode("utf-8", "replace") if isinstance(message, (bytes, bytearray)) else str(message)
+    if isinstance(message, (bytes, bytearray)):
+        text = message[: limit * 4].decode("utf-8", "replace")
+    elif isinstance(message, str):
+        text = message[: limit * 4]
+    else:
+        text = str(message)[: limit * 4]
     return text if len(text) <= limit else text[:limit] + "..."

@@ -87,6 +87,12 @@ class RunLimits:
 
 def admit(message: pb.SimulationConfig, request_path: str, limits: RunLimits) -> SimulationConfig:
     """The engine config to run for ``message``, served within ``limits``; ``InvalidArgument`` otherwise."""
+    check_bounds(message, request_path)
+    return served(load_engine_config(message, request_path), request_path, limits)
+
+
+def check_bounds(message: pb.SimulationConfig, request_path: str) -> None:
+    """Refuse ``message`` (CONFIG_INVALID) when it is too large or a value is beyond the bounds above."""
     size = message.ByteSize()
     if size > MAX_CONFIG_BYTES:
         raise InvalidArgument(
@@ -101,7 +107,6 @@ def admit(message: pb.SimulationConfig, request_path: str, limits: RunLimits) ->
             "The simulation config is invalid; the field violations list every problem.", problems,
             reason="CONFIG_INVALID",
         )  # fmt: skip
-    return served(load_engine_config(message, request_path), request_path, limits)
 
 
 def bound_violations(message: Message, path: str) -> Iterator[tuple[str, str]]:

@@ -50,6 +50,7 @@ SCOPES: tuple[str, ...] = (
     "optimization:write",
     "events:read",
     "integration:read",
+    "integration:write",
     ADMIN_SCOPE,
 )
 OPEN_METHOD_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/", "/grpc.reflection.")

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "EQUIHOME_"
 CONFIG_ENV = "EQUIHOME_CONFIG"
@@ -125,8 +134,32 @@ class Settings(BaseModel):
     integration_ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket keepalive ping interval")
     integration_ws_ping_timeout_s: float = Field(10.0, gt=0, description="WebSocket pong deadline")
     integration_ws_idle_timeout_s: float = Field(60.0, gt=0, description="probe a WebSocket silent this long")
+    traffic_light_ws_channels: str = Field("zone_updates", description="TLS WebSocket channels, comma-separated")
+    pms_ws_channels: str = Field("portfolio_updates", description="PMS WebSocket channels, comma-separated")
+    underwriting_ws_channels: str = Field("loan_updates", description="Underwriting channels, comma-separated")
+    integration_sync: bool = Field(
+        True, description="keep the mirror in step with the systems' REST reads (polling, reconciliation)"
+    )
+    integration_mirror_portfolios: str = Field(
+        "", description="PMS portfolios to mirror from the start, comma-separated (sandbox: its portfolio)"
+    )
+    integration_mirror_regions: str = Field(
+        "", description="regions whose TLS market risk to mirror from the start, comma-separated"
+    )
+    integration_poll_interval_s: float = Field(60.0, gt=0, description="change polling of the mirrored reads")
+    integration_reconcile_interval_s: float = Field(3600.0, gt=0, description="full reconciliation of the mirror")
+    integration_reconcile_grace_s: float = Field(
+        2.0, ge=0, description="wait for live events before a difference counts as drift"
+    )
+    integration_push_max_age_s: float = Field(
+        86400.0, gt=0, description="a push not accepted this long after it was queued becomes a dead letter"
+    )
+    integration_push_max_backoff_s: float = Field(300.0, gt=0, description="longest wait between push attempts")
     integration_sandbox_events_per_second: float = Field(
         1.0, ge=0, description="event rate per system of the built-in sandbox (integrations=sandbox)"
+    )
+    integration_sandbox_extensions: str = Field(
+        "", description="extensions to the guide the built-in sandbox adds, comma-separated (docs/sandbox.md)"
     )
     event_retention_hours: float = Field(24.0, gt=0, description="how long events stay resumable")
     event_subscriber_buffer: int = Field(1024, ge=1, description="events buffered per subscriber before cut-off")
@@ -151,6 +184,29 @@ class Settings(BaseModel):
         if self.auth_jwks_url and urlsplit(self.auth_jwks_url).scheme not in {"https", "http"}:
             raise ValueError("auth_jwks_url must be an http(s) URL")
         return self
+
+    @field_validator(
+        "traffic_light_ws_channels",
+        "pms_ws_channels",
+        "underwriting_ws_channels",
+        "integration_mirror_portfolios",
+        "integration_mirror_regions",
+        "integration_sandbox_extensions",
+    )
+    @classmethod
+    def _id_list(cls, value: str, info: ValidationInfo) -> str:
+        items = id_list(value)
+        if info.field_name.endswith("_ws_channels") and not items:
+            raise ValueError("name at least one channel")
+        if info.field_name == "integration_sandbox_extensions":
+            from adapters.sandbox.config import Extensions  # the sandbox's own list
+
+            unknown = sorted(set(items) - set(Extensions.model_fields))
+            if unknown:
+                raise ValueError(f"unknown extensions {unknown}; expected some of {list(Extensions.model_fields)}")
+        if any(len(item) > 128 for item in items):
+            raise ValueError("names are at most 128 characters")
+        return ",".join(items)
 
     @model_validator(mode="after")
     def _integrations_configured(self) -> Self:
@@ -201,6 +257,11 @@ class Settings(BaseModel):
 
     def __repr_args__(self) -> Any:
         return self.redacted().items()
+
+
+def id_list(value: str) -> tuple[str, ...]:
+    """The non-empty, distinct items of a comma-separated setting, in order."""
+    return tuple(dict.fromkeys(item.strip() for item in value.split(",") if item.strip()))
 
 
 def _redact_url(url: str) -> str:

@@ -132,7 +132,55 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX upstream_cache_by_system ON upstream_cache (system, fetch_us);
     """,
-    # 3: every run records its owner, and request ids are unique per owner (earlier runs: owner '')
+    # 3: the mirror of the upstream systems, its reconciliations, and the outbox of pushes to them
+    # (queries in server/integration/mirror.py and outbox.py)
+    """
+    CREATE TABLE mirror_items (
+        kind       TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        link       TEXT,
+        payload    BLOB NOT NULL,
+        updated_us INTEGER NOT NULL,
+        PRIMARY KEY (kind, scope, id)
+    );
+    CREATE INDEX mirror_items_by_link ON mirror_items (kind, link);
+    CREATE TABLE mirror_sources (
+        kind         TEXT NOT NULL,
+        scope        TEXT NOT NULL,
+        synced_us    INTEGER,
+        attempted_us INTEGER,
+        PRIMARY KEY (kind, scope)
+    );
+    CREATE TABLE reconciliations (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        system   TEXT NOT NULL,
+        start_us INTEGER NOT NULL,
+        payload  BLOB NOT NULL
+    );
+    CREATE INDEX reconciliations_by_system ON reconciliations (system, id);
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        system          TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        path            TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_us INTEGER NOT NULL,
+        last_attempt_us INTEGER,
+        last_error      TEXT NOT NULL DEFAULT '',
+        last_status     INTEGER,
+        receipt_id      TEXT,
+        create_us       INTEGER NOT NULL,
+        queued_us       INTEGER NOT NULL,
+        deliver_us      INTEGER,
+        UNIQUE (kind, key)
+    );
+    CREATE INDEX outbox_due ON outbox (system, state, next_attempt_us, id);
+    """,
+    # 4: every run records its owner, and request ids are unique per owner (earlier runs: owner '')
     """
     CREATE TABLE runs_by_owner (
         name           TEXT PRIMARY KEY,

@@ -1,16 +1,14 @@
-"""Portfolio Management System REST client: typed reads and the recommendation POST."""
+"""Portfolio Management System REST client: the typed reads (its POST is a push: ``adapters/pushes.py``)."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from adapters.acknowledgement import Acknowledgement, acknowledgement_from_json
 from adapters.errors import decoding
 from adapters.http import UpstreamHttpClient
 from adapters.json_reader import PayloadError
-from adapters.pms.mapping import composition_from_json, performance_from_json, recommendations_to_json
+from adapters.pms.mapping import composition_from_json, performance_from_json
 from equihome.integration.v1 import integration_pb2, integration_service_pb2
-from equihome.optimization.v1 import allocation_pb2
 
 
 def portfolio_path(portfolio_id: str, leaf: str) -> str:
@@ -36,12 +34,3 @@ class PmsClient:
         body = await self.http.get_json(path)
         with decoding(self.http.system, path):
             return performance_from_json(body)
-
-    async def send_recommendations(
-        self, portfolio_id: str, optimization_id: str, recommendation: allocation_pb2.AllocationRecommendation
-    ) -> Acknowledgement:
-        """``POST /api/pms/portfolios/{portfolio_id}/recommendations``; ``PayloadError`` if unsendable."""
-        path = portfolio_path(portfolio_id, "recommendations")
-        answer = await self.http.post_json(path, recommendations_to_json(optimization_id, recommendation))
-        with decoding(self.http.system, path):
-            return acknowledgement_from_json(answer)

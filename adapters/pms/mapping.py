@@ -1,8 +1,11 @@
 """Portfolio Management System JSON <-> our messages. Pure functions; no I/O.
 
-A loan's ``property_id`` and ``region`` are not in the guide (the sandbox adds them); ``region`` is kept
-when present, as ``PortfolioLoan.region`` documents. Update types this API does not know map to
+A loan's ``property_id`` and ``region`` are not in the guide (the sandbox can add them); they are kept
+when present, as ``PortfolioLoan`` documents. Update types this API does not know map to
 ``PORTFOLIO_UPDATE_TYPE_UNSPECIFIED``, as the proto documents.
+
+Required: ids (portfolio, loan), a loan's zone, the ``loans`` array and a history period's ``date``.
+Everything else may be left out and is then unset (``metrics`` objects, ``historical_performance``: empty).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from adapters.vocabulary import metrics_from_json, metrics_to_json, zone_from_js
 from equihome.events.v1 import event_pb2
 from equihome.integration.v1 import integration_pb2, integration_service_pb2
 from equihome.optimization.v1 import allocation_pb2
-from equihome.type.v1 import loan_pb2
+from equihome.type.v1 import loan_pb2, metrics_pb2
 from google.type import date_pb2
 
 UPDATE_TYPES: dict[str, event_pb2.PortfolioUpdateType.ValueType] = {
@@ -31,38 +34,35 @@ ACTION_TYPES: dict[allocation_pb2.ActionType.ValueType, str] = {
 }
 
 
+LOAN_NUMBERS = ("loan_amount", "property_value", "ltv", "appreciation_rate", "origination_year", "exit_year")
+COMPOSITION_METRICS = tuple(field.name for field in integration_pb2.CompositionMetrics.DESCRIPTOR.fields)
+PERIOD_NUMBERS = ("nav", "distributions", "contributions")
+
+
 def loan_from_json(loan: JsonObject) -> loan_pb2.PortfolioLoan:
     """A composition loan or the ``loan`` of ``portfolio_updated`` (which has fewer fields)."""
-    message = loan_pb2.PortfolioLoan(
+    return loan_pb2.PortfolioLoan(
         id=loan.identifier("id"),
-        loan_amount=loan.number("loan_amount"),
-        property_value=loan.number("property_value"),
         zone=loan.parsed("zone", zone_from_json),
+        region=loan.optional_identifier("region"),
+        property_id=loan.optional_identifier("property_id"),
+        **{name: loan.optional_number(name) for name in LOAN_NUMBERS},
     )
-    for name in ("ltv", "appreciation_rate", "origination_year", "exit_year"):
-        value = loan.optional_number(name)
-        if value is not None:
-            setattr(message, name, value)
-    region = loan.optional_string("region")
-    if region is not None:
-        message.region = region
-    return message
 
 
 def composition_from_json(body: Any) -> integration_pb2.PortfolioComposition:
     """``GET /api/pms/portfolios/{id}/composition``."""
     document = JsonObject(body)
-    metrics = document.object("metrics")
-    return integration_pb2.PortfolioComposition(
+    composition = integration_pb2.PortfolioComposition(
         portfolio_id=document.identifier("portfolio_id"),
         loans=[loan_from_json(JsonObject(item, path)) for item, path in document.array("loans")],
-        metrics=integration_pb2.CompositionMetrics(
-            total_initial_value=metrics.number("total_initial_value"),
-            total_loan_amount=metrics.number("total_loan_amount"),
-            average_ltv=metrics.number("average_ltv"),
-            weighted_appreciation_rate=metrics.number("weighted_appreciation_rate"),
-        ),
     )
+    metrics = document.optional_object("metrics")
+    if metrics is not None:
+        composition.metrics.CopyFrom(
+            integration_pb2.CompositionMetrics(**{name: metrics.optional_number(name) for name in COMPOSITION_METRICS})
+        )
+    return composition
 
 
 def date_from_json(value: Any, field: str) -> date_pb2.Date:
@@ -78,9 +78,7 @@ def date_from_json(value: Any, field: str) -> date_pb2.Date:
 def performance_period_from_json(period: JsonObject) -> integration_pb2.PerformancePeriod:
     return integration_pb2.PerformancePeriod(
         date=period.parsed("date", date_from_json),
-        nav=period.number("nav"),
-        distributions=period.number("distributions"),
-        contributions=period.number("contributions"),
+        **{name: period.optional_number(name) for name in PERIOD_NUMBERS},
     )
 
 
@@ -89,14 +87,20 @@ def performance_from_json(body: Any) -> integration_service_pb2.GetPortfolioMetr
     document = JsonObject(body)
     history = [
         performance_period_from_json(JsonObject(item, path))
-        for item, path in document.array("historical_performance")
+        for item, path in document.optional_array("historical_performance")
     ]
     history.sort(key=lambda period: (period.date.year, period.date.month, period.date.day))
     return integration_service_pb2.GetPortfolioMetricsResponse(
         portfolio_id=document.identifier("portfolio_id"),
-        metrics=metrics_from_json(document.object("metrics")),
+        metrics=optional_metrics(document),
         historical_performance=history,
     )
+
+
+def optional_metrics(document: JsonObject) -> metrics_pb2.PortfolioMetrics | None:
+    """The ``metrics`` member; None (the field stays unset) when it was left out."""
+    metrics = document.optional_object("metrics")
+    return None if metrics is None else metrics_from_json(metrics)
 
 
 def recommendations_to_json(
@@ -142,13 +146,10 @@ def update_type_from_json(value: Any, field: str) -> event_pb2.PortfolioUpdateTy
 def portfolio_updated_from_json(data: JsonObject) -> event_pb2.PortfolioUpdated:
     return event_pb2.PortfolioUpdated(
         portfolio_id=data.identifier("portfolio_id"),
-        update_type=data.parsed("update_type", update_type_from_json),
+        update_type=data.optional_parsed("update_type", update_type_from_json),
         loan=loan_from_json(data.object("loan")),
     )
 
 
 def metrics_updated_from_json(data: JsonObject) -> event_pb2.MetricsUpdated:
-    return event_pb2.MetricsUpdated(
-        portfolio_id=data.identifier("portfolio_id"),
-        metrics=metrics_from_json(data.object("metrics")),
-    )
+    return event_pb2.MetricsUpdated(portfolio_id=data.identifier("portfolio_id"), metrics=optional_metrics(data))

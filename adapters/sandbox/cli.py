@@ -16,7 +16,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from adapters.sandbox.config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, ClientRegistration, SandboxConfig
+from adapters.sandbox.config import (
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    ClientRegistration,
+    Extensions,
+    SandboxConfig,
+)
 from adapters.sandbox.faults import MalformedKind
 from adapters.sandbox.runtime import run_sandbox
 from adapters.sandbox.systems import AUTH_TARGET
@@ -28,6 +34,7 @@ PLAIN_SETTINGS = (
     "application_count",
     "split_ports",
     "token_lifetime_seconds",
+    "omit_optional_fields",
 )
 SYSTEM_FAULT_FLAGS: dict[str, type] = {
     "latency_ms": float,
@@ -40,7 +47,7 @@ SYSTEM_FAULT_FLAGS: dict[str, type] = {
     "ws_drop_every_seconds": float,
     "malformed_frame_rate": float,
 }
-SYSTEM_FAULT_SWITCHES = ("outage", "reject_all_tokens")
+SYSTEM_FAULT_SWITCHES = ("outage", "reject_all_tokens", "ws_silent")
 TOKEN_FAULT_SWITCHES = ("issue_expired_tokens", "sign_with_wrong_key")
 
 
@@ -66,6 +73,13 @@ def build_parser(prog: str = "equihome-sim sandbox") -> argparse.ArgumentParser:
     parser.add_argument("--client-id", help=f"OAuth client id (default {DEMO_CLIENT_ID})")
     parser.add_argument("--client-secret", help=f"OAuth client secret (default {DEMO_CLIENT_SECRET})")
     parser.add_argument("--token-lifetime", dest="token_lifetime_seconds", type=int, help="seconds")
+    parser.add_argument(
+        "--omit-optional-fields", type=float, help="share of optional fields left out (default 0.1)"
+    )
+    parser.add_argument(
+        "--extensions",
+        help=f"comma-separated extensions to the guide to switch on: {', '.join(Extensions.model_fields)}",
+    )
 
     faults = parser.add_argument_group("faults (all three systems)")
     for knob, kind in SYSTEM_FAULT_FLAGS.items():
@@ -102,6 +116,12 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
             raise ValueError("--faults must be a JSON object keyed by target")
         faults = faults.merged(patch)
     settings["faults"] = faults
+    if args.extensions:
+        names = [name.strip() for name in args.extensions.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(Extensions.model_fields))
+        if unknown:
+            raise ValueError(f"unknown extensions {unknown}; expected some of {list(Extensions.model_fields)}")
+        settings["extensions"] = {**settings["extensions"], **dict.fromkeys(names, True)}
     return SandboxConfig.model_validate(settings)
 
 

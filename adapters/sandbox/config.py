@@ -1,4 +1,5 @@
-"""The sandbox's configuration: world size and seed, event rate, OAuth clients, initial faults."""
+"""The sandbox's configuration: world size and seed, event rate, OAuth clients, initial faults, and the
+extensions to the guide (all off by default: the sandbox speaks the guide exactly unless asked)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,24 @@ class ClientRegistration(BaseModel):
 DEMO_CLIENT = ClientRegistration(client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
 
 
+class Extensions(BaseModel):
+    """What the sandbox can add beyond the integration guide. Each is off by default, so an adapter that
+    works against the default sandbox does not depend on anything the guide does not promise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frame_ids: bool = Field(False, description="event frames carry `id` (per system) and `timestamp`")
+    subscription_acks: bool = Field(
+        False, description="answer subscribe/unsubscribe with `subscribed`/`unsubscribed`, bad messages with `error`"
+    )
+    per_event_channels: bool = Field(
+        False, description="one channel per event type (and `*`) instead of one guide-style channel per system"
+    )
+    unknown_ids: bool = Field(False, description="list unknown ids in `unknown_properties` / `unknown_regions`")
+    loan_links: bool = Field(False, description="portfolio loans carry `property_id` and `region`")
+    post_receipts: bool = Field(False, description="answer accepted POSTs 202 {id, status, received_at}")
+
+
 class SandboxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,6 +67,10 @@ class SandboxConfig(BaseModel):
     issuer: str = "urn:equihome:sandbox"
     ws_send_queue_size: int = Field(1000, ge=1, description="frames buffered per socket before it is dropped")
     max_batch_size: int = Field(1000, ge=1, description="most ids accepted in one zones/market-risk query")
+    omit_optional_fields: float = Field(
+        0.1, ge=0, le=1, description="share of optional fields left out of events and REST items"
+    )
+    extensions: Extensions = Field(default_factory=Extensions)
     faults: FaultSettings = Field(default_factory=FaultSettings)
 
     @classmethod

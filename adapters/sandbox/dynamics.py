@@ -11,9 +11,9 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from adapters.sandbox import views
 from adapters.sandbox.synthetic import LoanFactory
 from adapters.sandbox.systems import System
+from adapters.sandbox.views import Views
 from adapters.sandbox.world import (
     INTEREST_RATE,
     MAX_APPROVED_LTV,
@@ -50,8 +50,9 @@ EventData = dict[str, Any]
 
 
 class WorldDynamics:
-    def __init__(self, world: World, seed: int):
+    def __init__(self, world: World, seed: int, views: Views):
         self._world = world
+        self._views = views
         self._rng = random.Random(f"dynamics:{seed}")
         self._factory = LoanFactory(self._rng)
         self._changes: dict[str, Callable[[], EventData | None]] = {
@@ -70,7 +71,7 @@ class WorldDynamics:
 
     def happen_somehow(self, system: System) -> tuple[str, EventData] | None:
         """Make one change of ``system``'s, chosen at random among those currently possible."""
-        events = list(system.channels.values())
+        events = list(system.events)
         self._rng.shuffle(events)
         for event in events:
             data = self.happen(event)
@@ -131,7 +132,7 @@ class WorldDynamics:
         return {
             "portfolio_id": world.portfolio.id,
             "update_type": update_type,
-            "loan": views.loan_summary(loan),
+            "loan": self._views.loan_summary(loan),
         }
 
     def update_metrics(self) -> EventData:

@@ -49,6 +49,7 @@ class SystemFaults(HttpFaults):
     reject_all_tokens: bool = Field(False, description="answer 401 even to valid tokens")
     ws_drop_after_events: int | None = Field(None, ge=1, description="close each socket after N events")
     ws_drop_every_seconds: float | None = Field(None, gt=0, description="close each socket after N seconds")
+    ws_silent: bool = Field(False, description="open sockets stay up (pings answered) but get no event frames")
     malformed_frame_rate: float = Field(0.0, ge=0, le=1, description="fraction of event frames corrupted")
     malformed_frame_kind: MalformedKind = MalformedKind.MIXED
 

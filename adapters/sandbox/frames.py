@@ -1,9 +1,11 @@
-"""WebSocket frames: the guide's ``{"event", "data"}`` plus the sandbox's ``id`` and ``timestamp``.
+"""WebSocket frames: the guide's ``{"event", "data"}``, plus ``id`` and ``timestamp`` with the ``frame_ids``
+extension.
 
-``id`` increases by one with every event a system publishes (a client subscribed to some channels
-sees gaps where other channels' events went); ``timestamp`` is the UTC publication time with
-microseconds, ISO 8601 with a ``Z``. Control frames (``subscribed``, ``unsubscribed``, ``error``)
-carry neither. Malformed variants exist for the fault knob.
+Every frame has a number (``id``, increasing by one with every event a system publishes) and a publication
+time, which the sandbox keeps for its own bookkeeping; they are written into the frame only when the
+extension is on. ``timestamp`` is UTC with microseconds, ISO 8601 with a ``Z``. Control frames
+(``subscribed``, ``unsubscribed``, ``error``, all extensions) carry neither. Malformed variants exist for
+the fault knob.
 """
 
 from __future__ import annotations
@@ -24,16 +26,21 @@ def utc_timestamp(moment: datetime | None = None) -> str:
 @dataclass(frozen=True)
 class EventFrame:
     id: int
-    channel: str
     event: str
     data: dict[str, Any]
     timestamp: str
+    with_ids: bool = False  # write ``id`` and ``timestamp`` into the frame (extension)
     text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Encoded once, however many sockets it goes to.
-        frame = {"event": self.event, "data": self.data, "id": self.id, "timestamp": self.timestamp}
-        object.__setattr__(self, "text", json.dumps(frame, separators=(",", ":")))
+        object.__setattr__(self, "text", json.dumps(self._body(), separators=(",", ":")))
+
+    def _body(self) -> dict[str, Any]:
+        frame: dict[str, Any] = {"event": self.event, "data": self.data}
+        if self.with_ids:
+            frame |= {"id": self.id, "timestamp": self.timestamp}
+        return frame
 
     def as_json(self) -> dict[str, Any]:
         return json.loads(self.text)
@@ -42,12 +49,12 @@ class EventFrame:
         """The frame corrupted in the given way (``kind`` must not be MIXED)."""
         if kind is MalformedKind.INVALID_JSON:
             return self.text[: len(self.text) // 2]  # a cut-off object is never valid JSON
-        mistyped = {
+        mistyped: dict[str, Any] = {
             "event": self.event,
             "data": {name: _mistyped(value) for name, value in self.data.items()},
-            "id": str(self.id),
-            "timestamp": datetime.fromisoformat(self.timestamp).timestamp(),
         }
+        if self.with_ids:
+            mistyped |= {"id": str(self.id), "timestamp": datetime.fromisoformat(self.timestamp).timestamp()}
         return json.dumps(mistyped, separators=(",", ":"))
 
 

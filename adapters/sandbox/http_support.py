@@ -1,4 +1,4 @@
-"""Helpers the REST endpoints share: query lists, JSON bodies, acknowledgements, the caller."""
+"""Helpers the REST endpoints share: query lists, JSON bodies, accepting POSTs, the caller."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from starlette.responses import Response
+
 from adapters.sandbox.errors import ApiError, bad_request
-from adapters.sandbox.received import ReceivedPost
+from adapters.sandbox.state import SandboxState
+from adapters.sandbox.systems import System
 from adapters.sandbox.tokens import Principal
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 Payload = TypeVar("Payload", bound=BaseModel)
 
@@ -75,6 +80,18 @@ def unprocessable(problems: list[dict[str, str]]) -> ApiError:
     return ApiError(422, "validation_error", "The request body is invalid", {"errors": problems})
 
 
-def accepted(post: ReceivedPost) -> JSONResponse:
+def record_post(state: SandboxState, system: System, request: Request, sent: dict[str, Any]) -> Response:
+    """Keep an accepted POST body for read-back and answer 202: without a body, as the guide shows no
+    response, or with the ``post_receipts`` extension ``{"id", "status", "received_at"}``."""
+    post = state.received.record(
+        system,
+        request.url.path,
+        sent,
+        client_id=principal(request).client_id,
+        correlation_id=correlation_id(request),
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+    )
+    if not state.config.extensions.post_receipts:
+        return Response(status_code=202)
     body = {"id": post.id, "status": "accepted", "received_at": post.received_at}
     return JSONResponse(body, status_code=202)

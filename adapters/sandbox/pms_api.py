@@ -9,15 +9,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapters.sandbox import views
 from adapters.sandbox.errors import not_found
-from adapters.sandbox.http_support import accepted, correlation_id, json_payload, principal
+from adapters.sandbox.http_support import json_payload, record_post
 from adapters.sandbox.payloads import OptimizationRecommendation
 from adapters.sandbox.state import SandboxState
 from adapters.sandbox.systems import System
 from adapters.sandbox.world import Portfolio
 
-PREFIX = System.PMS.api_prefix
+SYSTEM = System.PMS
+PREFIX = SYSTEM.api_prefix
 
 
 def pms_routes(state: SandboxState) -> list[Route]:
@@ -29,18 +29,15 @@ def pms_routes(state: SandboxState) -> list[Route]:
         return portfolio
 
     async def composition(request: Request) -> JSONResponse:
-        return JSONResponse(views.composition(portfolio_of(request)))
+        return JSONResponse(state.views.composition(portfolio_of(request)))
 
     async def metrics(request: Request) -> JSONResponse:
-        return JSONResponse(views.performance(portfolio_of(request)))
+        return JSONResponse(state.views.performance(portfolio_of(request)))
 
     async def recommendations(request: Request) -> JSONResponse:
         portfolio_of(request)
         _, sent = await json_payload(request, OptimizationRecommendation)
-        post = state.received.record(
-            System.PMS, request.url.path, sent, principal(request).client_id, correlation_id(request)
-        )
-        return accepted(post)
+        return record_post(state, SYSTEM, request, sent)
 
     return [
         Route(f"{PREFIX}/portfolios/{{portfolio_id}}/composition", composition, methods=["GET"]),

@@ -21,6 +21,7 @@ class ReceivedPost:
     body: dict[str, Any]
     client_id: str
     correlation_id: str
+    idempotency_key: str | None  # the ``Idempotency-Key`` header, if the client sent one
     received_at: str
 
     def as_json(self) -> dict[str, Any]:
@@ -35,7 +36,14 @@ class ReceivedLog:
         self._numbers = itertools.count(1)
 
     def record(
-        self, system: System, path: str, body: dict[str, Any], client_id: str, correlation_id: str
+        self,
+        system: System,
+        path: str,
+        body: dict[str, Any],
+        *,
+        client_id: str,
+        correlation_id: str,
+        idempotency_key: str | None,
     ) -> ReceivedPost:
         post = ReceivedPost(
             id=f"received_{next(self._numbers)}",
@@ -44,6 +52,7 @@ class ReceivedLog:
             body=body,
             client_id=client_id,
             correlation_id=correlation_id,
+            idempotency_key=idempotency_key,
             received_at=utc_timestamp(),
         )
         self._posts.append(post)

@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 
 from adapters.sandbox.app import build_app
-from adapters.sandbox.broadcast import CLOSE_GOING_AWAY
+from adapters.sandbox.broadcast import CLOSE_GOING_AWAY, FrameDelivery
 from adapters.sandbox.config import SandboxConfig
 from adapters.sandbox.faults import FaultSettings
 from adapters.sandbox.frames import EventFrame
@@ -93,6 +93,10 @@ class Sandbox:
 
     def received(self, system: System | str | None = None) -> list[ReceivedPost]:
         return self.state.received.posts(System(system) if system else None)
+
+    def deliveries(self, system: System | str) -> list[FrameDelivery]:
+        """The latest frames ``system`` published, with how many sockets each was written to intact."""
+        return self.state.broadcasters[System(system)].deliveries()
 
     # Life cycle
 

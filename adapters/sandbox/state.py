@@ -10,21 +10,34 @@ from adapters.sandbox.config import SandboxConfig
 from adapters.sandbox.dynamics import WorldDynamics
 from adapters.sandbox.faults import FaultBoard, FaultSettings
 from adapters.sandbox.frames import EventFrame
+from adapters.sandbox.omissions import Omissions
 from adapters.sandbox.received import ReceivedLog
 from adapters.sandbox.synthetic import generate_world
 from adapters.sandbox.systems import System
 from adapters.sandbox.tokens import TokenAuthority
+from adapters.sandbox.views import Views
 
 
 class SandboxState:
     def __init__(self, config: SandboxConfig):
         self.config = config
         self.world = generate_world(config)
-        self.dynamics = WorldDynamics(self.world, config.seed)
+        self.omissions = Omissions(config.omit_optional_fields, config.seed)
+        self.views = Views(self.omissions, loan_links=config.extensions.loan_links)
+        self.dynamics = WorldDynamics(self.world, config.seed, self.views)
         self.faults = FaultBoard(config.faults, config.seed)
         self.tokens = TokenAuthority(config)
         self.received = ReceivedLog()
-        self.broadcasters = {system: Broadcaster(system, config.ws_send_queue_size) for system in System}
+        extensions = config.extensions
+        self.broadcasters = {
+            system: Broadcaster(
+                system,
+                system.channels(per_event=extensions.per_event_channels),
+                config.ws_send_queue_size,
+                frame_ids=extensions.frame_ids,
+            )
+            for system in System
+        }
         self.clocks = {
             system: EventClock(system.value, config.events_per_second, partial(self.emit, system))
             for system in System
@@ -40,14 +53,15 @@ class SandboxState:
         """
         if event is None:
             happened = self.dynamics.happen_somehow(system)
-        elif event in system.channels.values():
+        elif event in system.events:
             data = self.dynamics.happen(event)
             happened = None if data is None else (event, data)
         else:
-            raise ValueError(f"{system.value} publishes {sorted(system.channels.values())}, not {event!r}")
+            raise ValueError(f"{system.value} publishes {sorted(system.events)}, not {event!r}")
         if happened is None:
             return None
-        return self.broadcasters[system].publish(*happened)
+        event, data = happened
+        return self.broadcasters[system].publish(event, self.omissions.event(event, data))
 
     def _apply_to_open_sockets(self, settings: FaultSettings) -> None:
         """An outage closes a system's sockets; any other change wakes them to re-read their knobs."""

@@ -13,14 +13,8 @@ from datetime import date
 from adapters.sandbox.config import SandboxConfig
 from adapters.sandbox.world import TERM_YEARS, Loan, LoanStatus, Portfolio, Property, Region, World, Zone
 
-REGION_IDS = (
-    "eastern_suburbs",
-    "inner_west",
-    "north_shore",
-    "northern_beaches",
-    "hills_district",
-    "south_west",
-)
+# The engine's default regions (simulation/config.py), so a book from the sandbox needs no region mapping.
+REGION_IDS = ("sydney_north", "sydney_east", "sydney_west", "sydney_south")
 PROPERTY_TYPES = ("single_family", "townhouse", "apartment", "duplex")
 PROPERTY_TYPE_WEIGHTS = (0.65, 0.15, 0.15, 0.05)
 ZONE_SHARES = {Zone.GREEN: 0.6, Zone.ORANGE: 0.3, Zone.RED: 0.1}

@@ -1,7 +1,7 @@
 """The three external systems the sandbox stands in for, with the names the integration guide gives them.
 
 Each system owns a REST prefix (``/api/<system>/...``), a WebSocket path (``/ws/<system>``), a token
-audience, a read and a write scope, and a set of WebSocket channels, each carrying one event type.
+audience, a read and a write scope, its event types and the WebSocket channels that carry them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
-ALL_CHANNELS = "*"
+ALL_CHANNELS = "*"  # every channel of the system (with per-event channels only)
 AUTH_TARGET = "auth"
 
 
@@ -39,26 +39,39 @@ class System(StrEnum):
         return f"{self.value}:write"
 
     @property
-    def channels(self) -> Mapping[str, str]:
-        """Channel name -> the one event type published on it."""
-        return CHANNEL_EVENTS[self]
+    def events(self) -> tuple[str, ...]:
+        """The event types the system publishes."""
+        return SYSTEM_EVENTS[self]
 
-    def channel_of(self, event: str) -> str:
-        return next(channel for channel, name in self.channels.items() if name == event)
+    def channels(self, per_event: bool) -> Mapping[str, tuple[str, ...]]:
+        """Channel name -> the event types published on it: one guide-style channel for all the system's
+        events, or (extension) one channel per event type."""
+        return PER_EVENT_CHANNELS[self] if per_event else GUIDE_CHANNELS[self]
 
 
-CHANNEL_EVENTS: dict[System, dict[str, str]] = {
+SYSTEM_EVENTS: dict[System, tuple[str, ...]] = {
+    System.TRAFFIC_LIGHT: ("zone_classification_updated", "market_risk_updated"),
+    System.PMS: ("portfolio_updated", "metrics_updated"),
+    System.UNDERWRITING: ("loan_application_submitted", "loan_approved"),
+}
+
+# The guide subscribes the TLS to `zone_updates` and names no other channel; the PMS and Underwriting
+# channels follow its style, one per system.
+GUIDE_CHANNELS: dict[System, dict[str, tuple[str, ...]]] = {
+    System.TRAFFIC_LIGHT: {"zone_updates": SYSTEM_EVENTS[System.TRAFFIC_LIGHT]},
+    System.PMS: {"portfolio_updates": SYSTEM_EVENTS[System.PMS]},
+    System.UNDERWRITING: {"loan_updates": SYSTEM_EVENTS[System.UNDERWRITING]},
+}
+
+PER_EVENT_CHANNELS: dict[System, dict[str, tuple[str, ...]]] = {
     System.TRAFFIC_LIGHT: {
-        "zone_updates": "zone_classification_updated",
-        "market_risk": "market_risk_updated",
+        "zone_updates": ("zone_classification_updated",),
+        "market_risk": ("market_risk_updated",),
     },
-    System.PMS: {
-        "portfolio_updates": "portfolio_updated",
-        "metrics_updates": "metrics_updated",
-    },
+    System.PMS: {"portfolio_updates": ("portfolio_updated",), "metrics_updates": ("metrics_updated",)},
     System.UNDERWRITING: {
-        "loan_applications": "loan_application_submitted",
-        "loan_approvals": "loan_approved",
+        "loan_applications": ("loan_application_submitted",),
+        "loan_approvals": ("loan_approved",),
     },
 }
 

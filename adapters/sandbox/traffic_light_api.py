@@ -1,8 +1,8 @@
 """Traffic Light System REST endpoints (integration guide, "Traffic Light System Integration").
 
-Sandbox extension: ids the system does not know are left out of ``zones`` / ``market_risk`` and listed
-in ``unknown_properties`` / ``unknown_regions`` (present only when something was unknown). That is how
-a client meets a partial batch.
+Ids the system does not know are left out of ``zones`` / ``market_risk``. With the ``unknown_ids``
+extension they are also listed in ``unknown_properties`` / ``unknown_regions`` (present only when
+something was unknown).
 """
 
 from __future__ import annotations
@@ -11,42 +11,36 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapters.sandbox import views
-from adapters.sandbox.http_support import (
-    accepted,
-    correlation_id,
-    id_list,
-    json_payload,
-    principal,
-    unprocessable,
-)
+from adapters.sandbox.http_support import id_list, json_payload, record_post, unprocessable
 from adapters.sandbox.payloads import AllocationRecommendation
 from adapters.sandbox.state import SandboxState
 from adapters.sandbox.systems import System
 
-PREFIX = System.TRAFFIC_LIGHT.api_prefix
+SYSTEM = System.TRAFFIC_LIGHT
+PREFIX = SYSTEM.api_prefix
 
 
 def traffic_light_routes(state: SandboxState) -> list[Route]:
     world = state.world
     max_batch = state.config.max_batch_size
+    list_unknown = state.config.extensions.unknown_ids
 
     async def zones(request: Request) -> JSONResponse:
         property_ids = id_list(request, "properties", max_batch)
         known = [pid for pid in property_ids if pid in world.properties]
         body: dict[str, object] = {"zones": {pid: world.properties[pid].zone.value for pid in known}}
         unknown = [pid for pid in property_ids if pid not in world.properties]
-        if unknown:
+        if unknown and list_unknown:
             body["unknown_properties"] = unknown
         return JSONResponse(body)
 
     async def market_risk(request: Request) -> JSONResponse:
         region_ids = id_list(request, "regions", max_batch)
         known = [rid for rid in region_ids if rid in world.regions]
-        risks = {rid: views.market_risk(world.regions[rid]) for rid in known}
+        risks = {rid: state.views.market_risk(world.regions[rid]) for rid in known}
         body: dict[str, object] = {"market_risk": risks}
         unknown = [rid for rid in region_ids if rid not in world.regions]
-        if unknown:
+        if unknown and list_unknown:
             body["unknown_regions"] = unknown
         return JSONResponse(body)
 
@@ -62,11 +56,7 @@ def traffic_light_routes(state: SandboxState) -> list[Route]:
                 problems.append({"field": field, "message": f"unknown region {region_id!r}"})
         if problems:
             raise unprocessable(problems)
-        client_id = principal(request).client_id
-        post = state.received.record(
-            System.TRAFFIC_LIGHT, request.url.path, sent, client_id, correlation_id(request)
-        )
-        return accepted(post)
+        return record_post(state, SYSTEM, request, sent)
 
     return [
         Route(f"{PREFIX}/zones", zones, methods=["GET"]),

@@ -10,15 +10,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapters.sandbox import views
 from adapters.sandbox.errors import not_found
-from adapters.sandbox.http_support import accepted, correlation_id, json_payload, principal, unprocessable
+from adapters.sandbox.http_support import json_payload, record_post, unprocessable
 from adapters.sandbox.payloads import PortfolioImpactAnalysis
 from adapters.sandbox.state import SandboxState
 from adapters.sandbox.systems import System
 from adapters.sandbox.world import Loan
 
-PREFIX = System.UNDERWRITING.api_prefix
+SYSTEM = System.UNDERWRITING
+PREFIX = SYSTEM.api_prefix
 
 
 def underwriting_routes(state: SandboxState) -> list[Route]:
@@ -32,7 +32,7 @@ def underwriting_routes(state: SandboxState) -> list[Route]:
         return loan
 
     async def parameters(request: Request) -> JSONResponse:
-        return JSONResponse(views.loan_parameters(loan_of(request)))
+        return JSONResponse(state.views.loan_parameters(loan_of(request)))
 
     async def portfolio_impact(request: Request) -> JSONResponse:
         loan_of(request)
@@ -40,10 +40,7 @@ def underwriting_routes(state: SandboxState) -> list[Route]:
         if world.portfolio_named(payload.portfolio_id) is None:
             message = f"unknown portfolio {payload.portfolio_id!r}"
             raise unprocessable([{"field": "portfolio_id", "message": message}])
-        post = state.received.record(
-            System.UNDERWRITING, request.url.path, sent, principal(request).client_id, correlation_id(request)
-        )
-        return accepted(post)
+        return record_post(state, SYSTEM, request, sent)
 
     return [
         Route(f"{PREFIX}/loans/{{loan_id}}/parameters", parameters, methods=["GET"]),

@@ -1,15 +1,17 @@
 """The WebSocket endpoint of each system: ``/ws/<system>``.
 
 After the handshake (token and read scope checked by the gateway) the client subscribes:
-``{"event": "subscribe", "data": {"channel": "<channel>"}}`` (``"*"`` = every channel of the system)
-and is answered ``{"event": "subscribed", "data": {"channel", "channels"}}``; ``unsubscribe`` works
-the same way. Problems with a client message are answered with
-``{"event": "error", "data": {"code", "message", "details", "correlation_id"}}`` and the socket stays
-open. Only events of subscribed channels are sent.
+``{"event": "subscribe", "data": {"channel": "<channel>"}}``; ``unsubscribe`` works the same way. Only
+events of subscribed channels are sent. As in the guide, nothing answers a subscription, and messages
+the system does not understand are ignored. With the ``subscription_acks`` extension a subscription is
+answered ``{"event": "subscribed", "data": {"channel", "channels"}}`` and a bad message
+``{"event": "error", "data": {"code", "message", "details", "correlation_id"}}``; with
+``per_event_channels``, ``"*"`` subscribes to every channel of the system.
 
 The socket is closed by the server with:
 1001 when the sandbox shuts down, 1008 when the token expires or the client reads too slowly,
-1012 for the drop-connection fault knobs, 1013 when the system goes into outage.
+1012 for the drop-connection fault knobs, 1013 when the system goes into outage. With the ``ws_silent``
+knob, open sockets stay up but no event frame is written to them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from adapters.sandbox.broadcast import (
     Subscription,
     Wake,
 )
+from adapters.sandbox.config import Extensions
 from adapters.sandbox.faults import FaultBoard, MalformedKind
 from adapters.sandbox.frames import EventFrame, control_frame
 from adapters.sandbox.state import SandboxState
@@ -43,7 +46,8 @@ MALFORMED_KINDS = (MalformedKind.INVALID_JSON, MalformedKind.WRONG_TYPES)
 
 def websocket_routes(state: SandboxState, system: System) -> list[WebSocketRoute]:
     async def endpoint(websocket: WebSocket) -> None:
-        await SocketSession(websocket, system, state.broadcasters[system], state.faults).run()
+        broadcaster = state.broadcasters[system]
+        await SocketSession(websocket, system, broadcaster, state.faults, state.config.extensions).run()
 
     return [WebSocketRoute(system.ws_path, endpoint)]
 
@@ -51,11 +55,19 @@ def websocket_routes(state: SandboxState, system: System) -> list[WebSocketRoute
 class SocketSession:
     """One client socket: a receiver handling subscriptions and a sender draining the queue."""
 
-    def __init__(self, websocket: WebSocket, system: System, broadcaster: Broadcaster, faults: FaultBoard):
+    def __init__(
+        self,
+        websocket: WebSocket,
+        system: System,
+        broadcaster: Broadcaster,
+        faults: FaultBoard,
+        extensions: Extensions,
+    ):
         self._websocket = websocket
         self._system = system
         self._broadcaster = broadcaster
         self._faults = faults
+        self._extensions = extensions
         self._principal: Principal = websocket.state.principal
         self._correlation_id: str = websocket.state.correlation_id
         self._events_sent = 0
@@ -82,11 +94,14 @@ class SocketSession:
             if message["type"] == "websocket.disconnect":
                 return
             if message.get("text") is None:
-                subscription.reply(self._error("unsupported_frame", "Send JSON text frames, not binary"))
-                continue
-            subscription.reply(self._answer(subscription, message["text"]))
+                answer = self._error("unsupported_frame", "Send JSON text frames, not binary")
+            else:
+                answer = self._answer(subscription, message["text"])
+            if self._extensions.subscription_acks:
+                subscription.reply(answer)
 
     def _answer(self, subscription: Subscription, text: str) -> str:
+        """Apply a client message; returns the reply the ``subscription_acks`` extension sends."""
         try:
             request = json.loads(text)
         except json.JSONDecodeError:
@@ -99,10 +114,12 @@ class SocketSession:
                 "invalid_message",
                 'Expected {"event": "subscribe" | "unsubscribe", "data": {"channel": "<channel>"}}',
             )
-        if channel != ALL_CHANNELS and channel not in self._system.channels:
-            channels = [*self._system.channels, ALL_CHANNELS]
+        known = list(self._broadcaster.channels)
+        if self._extensions.per_event_channels:
+            known.append(ALL_CHANNELS)
+        if channel not in known:
             message = f"No channel {channel!r}"
-            return self._error("unknown_channel", message, channel=channel, channels=channels)
+            return self._error("unknown_channel", message, channel=channel, channels=known)
         if event == "subscribe":
             subscription.channels.add(channel)
         else:
@@ -126,7 +143,12 @@ class SocketSession:
                 if isinstance(item, str):
                     await self._websocket.send_text(item)
                     continue
-                await self._websocket.send_text(self._render(item))
+                if self._faults.settings.for_system(self._system).ws_silent:
+                    continue
+                text = self._render(item)
+                await self._websocket.send_text(text)
+                if text is item.text:
+                    self._broadcaster.sent(item)
                 self._events_sent += 1
                 drop_after = self._faults.settings.for_system(self._system).ws_drop_after_events
                 if drop_after is not None and self._events_sent >= drop_after:

@@ -1,21 +1,13 @@
-"""Traffic Light System REST client: typed reads and the recommendation POST."""
+"""Traffic Light System REST client: the typed reads (its POST is a push: ``adapters/pushes.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from adapters.acknowledgement import Acknowledgement, acknowledgement_from_json
 from adapters.errors import decoding
 from adapters.http import UpstreamHttpClient
 from adapters.json_reader import PayloadError
-from adapters.traffic_light.mapping import (
-    MarketRiskBatch,
-    ZoneBatch,
-    market_risk_from_json,
-    recommendations_to_json,
-    zones_from_json,
-)
-from equihome.optimization.v1 import allocation_pb2
+from adapters.traffic_light.mapping import MarketRiskBatch, ZoneBatch, market_risk_from_json, zones_from_json
 
 PREFIX = "/api/traffic-light"
 
@@ -45,12 +37,3 @@ class TrafficLightClient:
         body = await self.http.get_json(path, {"regions": id_list(region_ids, "region_ids")})
         with decoding(self.http.system, path):
             return market_risk_from_json(body, region_ids)
-
-    async def send_recommendations(
-        self, portfolio_id: str, recommendation: allocation_pb2.AllocationRecommendation
-    ) -> Acknowledgement:
-        """``POST /api/traffic-light/recommendations``; raises ``PayloadError`` for an unsendable message."""
-        path = f"{PREFIX}/recommendations"
-        answer = await self.http.post_json(path, recommendations_to_json(portfolio_id, recommendation))
-        with decoding(self.http.system, path):
-            return acknowledgement_from_json(answer)

@@ -3,6 +3,8 @@
 Partial batches: the guide does not say what happens to ids the TLS does not know. Whatever it does
 (leave them out, or list them in the sandbox's ``unknown_properties`` / ``unknown_regions``), every
 requested id without an entry is reported as missing, in request order.
+
+Required: ids, zones (``zones`` values, ``new_zone``). Everything else may be left out and is then unset.
 """
 
 from __future__ import annotations
@@ -55,9 +57,9 @@ def zones_from_json(body: Any, requested: Sequence[str]) -> ZoneBatch:
 def region_market_risk_from_json(region_id: str, entry: JsonObject) -> integration_pb2.RegionMarketRisk:
     return integration_pb2.RegionMarketRisk(
         region_id=region_id,
-        risk_level=entry.parsed("risk_level", risk_level_from_json),
-        risk_score=entry.number("risk_score"),
-        appreciation_forecast=entry.number("appreciation_forecast"),
+        risk_level=entry.optional_parsed("risk_level", risk_level_from_json),
+        risk_score=entry.optional_number("risk_score"),
+        appreciation_forecast=entry.optional_number("appreciation_forecast"),
     )
 
 
@@ -106,17 +108,17 @@ def recommendations_to_json(
 def zone_classification_updated_from_json(data: JsonObject) -> event_pb2.ZoneClassificationUpdated:
     return event_pb2.ZoneClassificationUpdated(
         property_id=data.identifier("property_id"),
-        old_zone=data.parsed("old_zone", zone_from_json),
+        old_zone=data.optional_parsed("old_zone", zone_from_json),
         new_zone=data.parsed("new_zone", zone_from_json),
-        reason=data.optional_string("reason") or "",
+        reason=data.optional_string("reason"),
     )
 
 
 def market_risk_updated_from_json(data: JsonObject) -> event_pb2.MarketRiskUpdated:
     return event_pb2.MarketRiskUpdated(
         region_id=data.identifier("region_id"),
-        old_risk_level=data.parsed("old_risk_level", risk_level_from_json),
-        new_risk_level=data.parsed("new_risk_level", risk_level_from_json),
-        risk_score=data.number("risk_score"),
-        appreciation_forecast=data.number("appreciation_forecast"),
+        old_risk_level=data.optional_parsed("old_risk_level", risk_level_from_json),
+        new_risk_level=data.optional_parsed("new_risk_level", risk_level_from_json),
+        risk_score=data.optional_number("risk_score"),
+        appreciation_forecast=data.optional_number("appreciation_forecast"),
     )

@@ -1,15 +1,13 @@
-"""Underwriting System REST client: loan parameters and the portfolio impact POST."""
+"""Underwriting System REST client: loan parameters (its POST is a push: ``adapters/pushes.py``)."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from adapters.acknowledgement import Acknowledgement, acknowledgement_from_json
 from adapters.errors import decoding
 from adapters.http import UpstreamHttpClient
 from adapters.json_reader import PayloadError
-from adapters.underwriting.mapping import loan_parameters_from_json, portfolio_impact_to_json
-from equihome.impact.v1 import impact_analysis_pb2
+from adapters.underwriting.mapping import loan_parameters_from_json
 from equihome.type.v1 import loan_pb2
 
 
@@ -29,11 +27,3 @@ class UnderwritingClient:
         body = await self.http.get_json(path)
         with decoding(self.http.system, path):
             return loan_parameters_from_json(body)
-
-    async def send_portfolio_impact(self, analysis: impact_analysis_pb2.ImpactAnalysis) -> Acknowledgement:
-        """``POST /api/underwriting/loans/{loan_id}/portfolio-impact``; ``PayloadError`` if unsendable."""
-        body = portfolio_impact_to_json(analysis)
-        path = loan_path(analysis.loan_id, "portfolio-impact")
-        answer = await self.http.post_json(path, body)
-        with decoding(self.http.system, path):
-            return acknowledgement_from_json(answer)

@@ -3,6 +3,10 @@
 Property types: the guide shows ``single_family``; ``townhouse``, ``apartment`` and ``multi_family``
 (also ``duplex``, which the proto files under multi-family) have their own values, anything else is
 ``PROPERTY_TYPE_OTHER``.
+
+Required: loan ids and the property zone. Everything else may be left out and is then unset; the loan
+parameters' ``property_value`` and ``requested_loan_amount``, which have no presence, are then 0, and
+``property_region`` empty.
 """
 
 from __future__ import annotations
@@ -33,22 +37,16 @@ def property_type_from_json(value: Any, field: str) -> loan_pb2.PropertyType.Val
 def loan_parameters_from_json(body: Any) -> loan_pb2.LoanApplication:
     """``GET /api/underwriting/loans/{loan_id}/parameters``."""
     document = JsonObject(body)
-    application = loan_pb2.LoanApplication(
+    return loan_pb2.LoanApplication(
         loan_id=document.identifier("loan_id"),
-        property_value=document.number("property_value"),
-        requested_loan_amount=document.number("requested_loan_amount"),
+        property_value=document.optional_number("property_value"),
+        requested_loan_amount=document.optional_number("requested_loan_amount"),
         property_zone=document.parsed("property_zone", zone_from_json),
-        property_region=document.identifier("property_region"),
+        property_region=document.optional_identifier("property_region"),
+        requested_ltv=document.optional_number("requested_ltv"),
+        borrower_credit_score=document.optional_integer("borrower_credit_score"),
+        property_type=document.optional_parsed("property_type", property_type_from_json),
     )
-    requested_ltv = document.optional_number("requested_ltv")
-    if requested_ltv is not None:
-        application.requested_ltv = requested_ltv
-    credit_score = document.optional_integer("borrower_credit_score")
-    if credit_score is not None:
-        application.borrower_credit_score = credit_score
-    if document.value.get("property_type") is not None:
-        application.property_type = document.parsed("property_type", property_type_from_json)
-    return application
 
 
 def portfolio_impact_to_json(analysis: impact_analysis_pb2.ImpactAnalysis) -> dict[str, Any]:
@@ -82,21 +80,25 @@ def portfolio_impact_to_json(analysis: impact_analysis_pb2.ImpactAnalysis) -> di
 def loan_application_submitted_from_json(data: JsonObject) -> event_pb2.LoanApplicationSubmitted:
     return event_pb2.LoanApplicationSubmitted(
         loan_id=data.identifier("loan_id"),
-        property_value=data.number("property_value"),
-        requested_loan_amount=data.number("requested_loan_amount"),
+        property_value=data.optional_number("property_value"),
+        requested_loan_amount=data.optional_number("requested_loan_amount"),
         property_zone=data.parsed("property_zone", zone_from_json),
     )
 
 
 def loan_approved_from_json(data: JsonObject) -> event_pb2.LoanApproved:
-    terms = data.object("terms")
-    return event_pb2.LoanApproved(
+    approved = event_pb2.LoanApproved(
         loan_id=data.identifier("loan_id"),
-        approved_loan_amount=data.number("approved_loan_amount"),
-        approved_ltv=data.number("approved_ltv"),
-        terms=event_pb2.LoanApprovalTerms(
-            interest_rate=terms.number("interest_rate"),
-            term_years=terms.integer("term"),
-            origination_fee=terms.number("origination_fee"),
-        ),
+        approved_loan_amount=data.optional_number("approved_loan_amount"),
+        approved_ltv=data.optional_number("approved_ltv"),
     )
+    terms = data.optional_object("terms")
+    if terms is not None:
+        approved.terms.CopyFrom(
+            event_pb2.LoanApprovalTerms(
+                interest_rate=terms.optional_number("interest_rate"),
+                term_years=terms.optional_integer("term"),
+                origination_fee=terms.optional_number("origination_fee"),
+            )
+        )
+    return approved

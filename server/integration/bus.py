@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
@@ -39,6 +40,7 @@ from server.store import EventLog, Store
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 BUS_TOPIC = "equihome.events.v1.Event"
 MAX_BATCH = 1000
 REPLAY_PAGE = 500
@@ -70,6 +72,7 @@ class Subscriber:
     filter: EventFilter
     capacity: int
     catching_up: bool
+    offered: int  # the newest cursor the bus has offered this subscriber (matching or not)
     buffer: deque[Delivery] = field(default_factory=deque)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False  # while catching up: the buffer was dropped, replay further
@@ -77,6 +80,7 @@ class Subscriber:
 
     def offer(self, delivery: Delivery) -> bool:
         """Queue ``delivery`` if it matches; False when this subscriber has just been cut off."""
+        self.offered = delivery.cursor
         if self.cut_off or delivery.key is None or not self.filter.matches(delivery.key):
             return True
         if len(self.buffer) < self.capacity:
@@ -149,9 +153,7 @@ class EventBus:
 
     async def _write_forever(self) -> None:
         while True:
-            batch = [await self._pending.get()]
-            while len(batch) < MAX_BATCH and not self._pending.empty():
-                batch.append(self._pending.get_nowait())
+            batch = await take_batch(self._pending, MAX_BATCH)
             try:
                 cursors = await self._append([item.event.SerializeToString() for item in batch])
                 self._fan_out(batch, cursors)
@@ -197,7 +199,7 @@ class EventBus:
     # Subscribing.
 
     def attach(self, event_filter: EventFilter, *, catching_up: bool) -> Subscriber:
-        subscriber = Subscriber(event_filter, self._subscriber_buffer, catching_up)
+        subscriber = Subscriber(event_filter, self._subscriber_buffer, catching_up, offered=self.head)
         self._subscribers.add(subscriber)
         self.attachments += 1
         self._metrics.subscribers.set(len(self._subscribers))
@@ -270,6 +272,14 @@ class EventBus:
         if deleted:
             log.info("old events pruned", extra={"deleted": deleted})
         return deleted
+
+
+async def take_batch(queue: asyncio.Queue[T], limit: int) -> list[T]:
+    """The next item of ``queue`` (waiting for one) and whatever else is queued, up to ``limit``."""
+    batch = [await queue.get()]
+    while len(batch) < limit and not queue.empty():
+        batch.append(queue.get_nowait())
+    return batch
 
 
 def _report_writer_crash(writer: asyncio.Task[None]) -> None:

@@ -9,7 +9,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from adapters.http import UpstreamHttpClient
 from adapters.monitor import SocketState, UpstreamMonitor
-from adapters.oauth import TokenProvider, TokenState
+from adapters.oauth import SystemTokens, TokenState
 from adapters.systems import Upstream
 from equihome.integration.v1 import integration_pb2
 from server.integration.cache import ReadCache
@@ -38,7 +38,7 @@ SOCKET_STATES = {
 @dataclass(frozen=True)
 class UpstreamLink:
     system: Upstream
-    tokens: TokenProvider
+    tokens: SystemTokens
     monitor: UpstreamMonitor
     http: UpstreamHttpClient
 
@@ -63,8 +63,9 @@ async def integration_status(link: UpstreamLink, cache: ReadCache) -> integratio
         last_error_message=monitor.last_error_message,
         web_socket_state=SOCKET_STATES[monitor.socket_state],
     )
-    if link.tokens.expires_at is not None and link.tokens.expires_at != float("inf"):
-        report.token_expire_time.CopyFrom(_timestamp(link.tokens.expires_at))
+    expires_at = link.tokens.read.expires_at
+    if expires_at is not None and expires_at != float("inf"):
+        report.token_expire_time.CopyFrom(_timestamp(expires_at))
     if monitor.last_success_time is not None:
         report.last_success_time.CopyFrom(_timestamp(monitor.last_success_time))
     if monitor.last_error_time is not None:

@@ -1,7 +1,8 @@
 """Read-through access to upstream data with a cached fallback and a freshness report.
 
 Every read goes to the upstream first. A good answer is stored per item (``ReadCache``) and returned
-with ``stale = false``. When the upstream is down (outage, open circuit, no token, rate limited) the
+with ``stale = false``; fetching and storing run in a task of their own, so a caller that gives up (its
+deadline passed) still leaves the answer in the cache. When the upstream is down (outage, open circuit, no token, rate limited) the
 cached items are served instead, with ``stale = true`` and the age of the oldest item used, provided
 every requested item is cached; otherwise, or with ``require_fresh``, the upstream's failure is returned
 as the API error. Other failures (404, data we cannot use) are never papered over with old data.
@@ -12,8 +13,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -25,6 +26,7 @@ from adapters.errors import (
     UpstreamUnavailable,
 )
 from adapters.pms.client import PmsClient
+from adapters.shielded import ShieldedWork
 from adapters.systems import Upstream
 from adapters.traffic_light.client import TrafficLightClient
 from adapters.underwriting.client import UnderwritingClient
@@ -61,6 +63,7 @@ class ReadThrough:
     def __init__(self, cache: ReadCache, clock: Callable[[], int] = lambda: time.time_ns() // 1000):
         self._cache = cache
         self._clock = clock
+        self._work = ShieldedWork()
 
     async def items(
         self,
@@ -73,16 +76,22 @@ class ReadThrough:
     ) -> Items:
         """``fetch()`` the items ``ids`` of ``kind`` from ``system``, or serve them from the cache."""
         try:
-            payloads = await fetch()
+            payloads, fetch_us = await self._work.run(self._fetch_and_store(system, kind, ids, fetch))
         except FALLBACK_ON as error:
             if require_fresh:
                 raise service_error(error) from None
             return await self._cached(system, kind, ids, error)
         except UpstreamError as error:
             raise service_error(error, ", ".join(ids)) from None
+        return Items(payloads, freshness(system, fetch_us, fetch_us, stale=False))
+
+    async def _fetch_and_store(
+        self, system: Upstream, kind: str, ids: Sequence[str], fetch: Callable[[], Awaitable[dict[str, bytes]]]
+    ) -> tuple[dict[str, bytes], int]:
+        payloads = await fetch()
         fetch_us = self._clock()
         await self._cache.put(system, {cache_key(system, kind, i): payloads[i] for i in ids}, fetch_us)
-        return Items(payloads, freshness(system, fetch_us, fetch_us, stale=False))
+        return payloads, fetch_us
 
     async def _cached(self, system: Upstream, kind: str, ids: Sequence[str], error: UpstreamError) -> Items:
         keys = {identifier: cache_key(system, kind, identifier) for identifier in ids}

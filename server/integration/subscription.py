@@ -8,9 +8,11 @@ replay continues from where it was. The switch to live happens between two await
 fall between replay and buffer.
 
 The stream ends (OK) once the bus ends all streams at shutdown. It yields serialised
-``SubscribeEventsResponse`` messages (shared by all subscribers). While
-nothing is delivered for ``heartbeat_s`` it yields a heartbeat whose cursor is the bus head: every
-event up to it was either delivered or filtered out, so resuming from it skips nothing.
+``SubscribeEventsResponse`` messages (shared by all subscribers). While nothing is delivered for
+``heartbeat_s`` it yields a heartbeat whose cursor is the newest event the bus has offered this
+subscriber, and only when its buffer is empty and it was not cut off: every event up to that cursor was
+delivered or filtered out, so resuming from it skips nothing. (A heartbeat due while an event waits in
+the buffer gives way to the event; one due as the subscriber is cut off gives way to the error.)
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ async def event_stream(
                 async with asyncio.timeout(heartbeat_s):
                     await subscriber.ready.wait()
             except TimeoutError:
-                if not bus.streams_ended:
-                    position = max(position, bus.head)
+                if not (bus.streams_ended or subscriber.buffer or subscriber.cut_off):
+                    position = max(position, subscriber.offered)
                     yield heartbeat(position)
     finally:
         bus.detach(subscriber)

@@ -57,12 +57,13 @@ class SimulationInterrupted(errors.ServiceError):
 
 def simulation_spec(
     *, display_name: str, portfolio_id: str, config_sent: simulation_config_pb2.SimulationConfig,
-    config: SimulationConfig,
+    config: SimulationConfig, book_snapshot: simulation_pb2.BookSnapshot | None = None,
 ) -> Simulation:
     """What is fixed when a run is accepted; stored as the record's ``config`` bytes. Explicit loans sent
-    in ``config_sent`` are not repeated in the effective config: no reply carries a book twice."""
+    in ``config_sent`` are not repeated in the effective config (no reply carries a book twice); a live
+    book, which the caller did not send, is there once."""
     effective = engine_to_config(config)
-    if config_sent.book.loans:
+    if config_sent.book.loans and book_snapshot is None:
         del effective.book.loans[:]
     return Simulation(
         display_name=display_name,
@@ -74,6 +75,7 @@ def simulation_spec(
         progress=simulation_pb2.SimulationProgress(
             paths_total=engine.path_count(config), chunks_total=len(engine.chunks(config, RUN_PARALLELISM))
         ),
+        book_snapshot=book_snapshot,
     )
 
 

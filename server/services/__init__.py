@@ -23,6 +23,7 @@ from server.admission import RunLimits
 from server.app import Lifecycle, ServiceBinding
 from server.jobs import JobRunner
 from server.observability import Metrics
+from server.integration.live_books import LiveBooks
 from server.integration.runtime import IntegrationRuntime
 from server.services.events import EventService, add_event_service
 from server.services.integration import IntegrationService
@@ -77,6 +78,8 @@ SCOPES: dict[str, dict[str, str]] = {
         "GetPortfolioComposition": "integration:read",
         "GetPortfolioMetrics": "integration:read",
         "GetLoanParameters": "integration:read",
+        "ListPushes": "integration:read",
+        "RetryPush": "integration:write",
     },
 }
 
@@ -91,7 +94,11 @@ def binding(service: ServiceDescriptor, add_to_server: AddToServer, servicer: ob
 
 def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
     simulations = SimulationService(
-        deps.store.runs, deps.runner, deps.lifecycle, publish=deps.integrations.bus.publish_engine_event,
+        deps.store.runs,
+        deps.runner,
+        deps.lifecycle,
+        publish=deps.integrations.bus.publish_engine_event,
+        books=LiveBooks(deps.integrations.mirror, deps.integrations.sync),
         limits=RunLimits.from_settings(deps.settings),
     )
     return [

@@ -34,15 +34,16 @@ from datetime import UTC, datetime
 import grpc
 
 from equihome.events.v1 import event_pb2
-from equihome.simulation.v1 import simulation_pb2, simulation_service_pb2 as service_pb2
+from equihome.simulation.v1 import simulation_config_pb2, simulation_pb2, simulation_service_pb2 as service_pb2
 from equihome.simulation.v1 import simulation_service_pb2_grpc
-from equihome.simulation.v1 import simulation_config_pb2
 from server import errors
-from server.admission import RunLimits, admit
+from server.admission import RunLimits, admit, check_bounds, served
 from server.app import Lifecycle
 from server.auth import Principal, current_principal
+from server.integration.live_books import LiveBooks
 from server.jobs import JobHandle, JobRunner, JobSnapshot, JobState
 from server.mapping.events import simulation_completed, simulation_progressed
+from server.mapping.live_book import LiveBook
 from server.mapping.simulation import (
     LiveProgress,
     RUN_STATES,
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 Publish = Callable[[event_pb2.SimulationProgressed | event_pb2.SimulationCompleted], None]
 
 View = simulation_pb2.SimulationView
+SimulationConfigMessage = simulation_config_pb2.SimulationConfig
 BASIC, SUMMARY, FULL = (
     simulation_pb2.SIMULATION_VIEW_BASIC,
     simulation_pb2.SIMULATION_VIEW_SUMMARY,
@@ -144,12 +146,14 @@ class Prepared:
 
 class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
     def __init__(
-        self, runs: RunStore, runner: JobRunner, lifecycle: Lifecycle, publish: Publish, limits: RunLimits
-    ):
+        self, runs: RunStore, runner: JobRunner, lifecycle: Lifecycle, publish: Publish, books: LiveBooks,
+        limits: RunLimits,
+    ):  # fmt: skip
         self._runs = runs
         self._runner = runner
         self._lifecycle = lifecycle
         self._publish = publish  # onto the event stream: SimulationProgressed, SimulationCompleted
+        self._books = books  # the live book of a portfolio_id
         self._limits = limits
         self._active: dict[str, ActiveRun] = {}
         self._finished = FinishedViews(CACHED_VIEW_BYTES)
@@ -168,7 +172,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
         sent = request.simulation
         request_id = _request_id(request.request_id)
         prepared = await self._prepare(
-            sent.config, "simulation.config", display_name=sent.display_name, portfolio_id=sent.portfolio_id,
+            sent.config, sent.portfolio_id, "simulation", display_name=sent.display_name,
             request=request if request_id else None,
         )  # fmt: skip
         if request.validate_only:
@@ -255,7 +259,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
         self, request: service_pb2.RunSimulationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.RunSimulationResponse:
         caller = _caller()
-        prepared = await self._prepare(request.config, "config", display_name="", portfolio_id=request.portfolio_id)
+        prepared = await self._prepare(request.config, request.portfolio_id, "", display_name="")
         config = prepared.config
         paths = engine.path_count(config)
         if paths > RUN_MAX_PATHS:
@@ -301,25 +305,35 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
 
     async def _prepare(
         self,
-        config: simulation_config_pb2.SimulationConfig,
-        request_path: str,
+        sent: SimulationConfigMessage,
+        portfolio_id: str,
+        prefix: str,
         *,
         display_name: str,
-        portfolio_id: str,
         request: service_pb2.CreateSimulationRequest | None = None,
     ) -> Prepared:
-        """Admit ``config`` and build the run's spec, on the admission threads (a large book takes seconds
-        of CPU, which must never stall the event loop). ``request``: fingerprint it for its request_id."""
+        """Admit a request's config and build the run's spec (``prefix`` locates its config and portfolio_id
+        fields): the config sent, or with a ``portfolio_id`` the portfolio's live book under it. The CPU work
+        runs on the admission threads (a large book takes seconds, which must never stall the event loop).
+        ``request``: fingerprint it for its request_id."""
+        path = f"{prefix}.config" if prefix else "config"
+        loop = asyncio.get_running_loop()
+        live: LiveBook | None = None
+        if portfolio_id:
+            await loop.run_in_executor(self._admission, check_bounds, sent, path)
+            field = f"{prefix}.portfolio_id" if prefix else "portfolio_id"
+            live = await self._books.config(portfolio_id, sent, path, field)
 
         def work() -> Prepared:
-            served = admit(config, request_path, self._limits)
+            config = served(live.config, path, self._limits) if live else admit(sent, path, self._limits)
             spec = simulation_spec(
-                display_name=display_name, portfolio_id=portfolio_id, config_sent=config, config=served
-            )
+                display_name=display_name, portfolio_id=portfolio_id, config_sent=sent, config=config,
+                book_snapshot=live.snapshot if live else None,
+            )  # fmt: skip
             request_hash = _request_hash(request) if request is not None else None
-            return Prepared(served, spec, spec.SerializeToString(), request_hash)
+            return Prepared(config, spec, spec.SerializeToString(), request_hash)
 
-        return await asyncio.get_running_loop().run_in_executor(self._admission, work)
+        return await loop.run_in_executor(self._admission, work)
 
     async def _store_and_follow(
         self,

@@ -208,14 +208,26 @@ def test_portfolio_impact_is_the_guides_body() -> None:
 @pytest.mark.parametrize("name", sorted(guide.EVENTS))
 def test_every_guide_event_maps_to_its_typed_payload(name: str) -> None:
     system = next(system for system in Upstream if name in system.events)
-    frame = decode_frame(json.dumps(guide.EVENTS[name] | {"id": 7, "timestamp": "2025-11-25T04:12:38.020940Z"}))
+    frame = decode_frame(json.dumps(guide.EVENTS[name]))
     received = datetime(2025, 11, 25, 4, 12, 39, tzinfo=UTC)
 
     event = event_from_frame(system, frame, received)
 
-    assert (frame.id, frame.timestamp) == (7, datetime(2025, 11, 25, 4, 12, 38, 20940, tzinfo=UTC))
     assert event.WhichOneof("payload") == name and event.source == system.proto
-    assert event.time.ToDatetime(UTC) == received
+    assert event.origin == event_pb2.EVENT_ORIGIN_LIVE and event.time.ToDatetime(UTC) == received
+    assert frame.timestamp is None
+
+
+def test_members_beyond_the_guide_are_ignored_and_the_content_key_is_canonical() -> None:
+    extended = guide.METRICS_UPDATED | {"id": 7, "timestamp": "2025-11-25T04:12:38.020940Z", "sequence": 9}
+    reordered = {"data": dict(reversed(guide.METRICS_UPDATED["data"].items())), "event": "metrics_updated"}
+    odd_stamp = guide.METRICS_UPDATED | {"timestamp": 1764043958.02}
+
+    frames = [decode_frame(json.dumps(body)) for body in (guide.METRICS_UPDATED, extended, reordered, odd_stamp)]
+
+    assert len({frame.key for frame in frames}) == 1
+    assert frames[1].timestamp == datetime(2025, 11, 25, 4, 12, 38, 20940, tzinfo=UTC)
+    assert frames[3].timestamp is None  # not the guide's: costs only the lag measurement
 
 
 def test_guide_events_carry_their_data() -> None:
@@ -239,10 +251,10 @@ def test_guide_events_carry_their_data() -> None:
     ("text", "field"),
     [
         ('{"event": "metrics_updated", "data": {"portf', "(frame)"),
-        ('{"event": "metrics_updated", "data": {}, "id": "17"}', "id"),
-        ('{"event": "metrics_updated", "data": {}, "id": 3, "timestamp": 1764043958.02}', "timestamp"),
         ('{"event": 5, "data": {}}', "event"),
+        ('{"event": "metrics_updated"}', "data"),
         ('["event"]', "(body)"),
+        ("[" * 100_000 + "]" * 100_000, "(frame)"),
     ],
 )
 def test_malformed_frames_are_refused_naming_the_problem(text: str, field: str) -> None:
@@ -270,7 +282,7 @@ def test_an_event_of_another_system_is_refused() -> None:
 def test_the_guides_error_body_is_read() -> None:
     response = httpx.Response(503, json=guide.ERROR)
 
-    said = read_error_body(response)
+    said = read_error_body(response.content)
 
     assert said["code"] == "integration_error" and said["correlation_id"] == "corr_123456"
     assert retry_after_seconds(response, said["details"]) == 60
@@ -279,5 +291,75 @@ def test_the_guides_error_body_is_read() -> None:
 def test_retry_after_falls_back_to_the_header_and_non_guide_bodies_are_empty() -> None:
     response = httpx.Response(503, text="<html>bad gateway</html>", headers={"Retry-After": "12"})
 
-    assert read_error_body(response) == {}
+    assert read_error_body(response.content) == {}
     assert retry_after_seconds(response, {}) == 12
+
+
+# Optional fields: only identity fields are required (docs/integration.md, "Optional fields").
+
+
+IDENTITY_ONLY = {
+    "zone_classification_updated": {"property_id": "p1", "new_zone": "red"},
+    "market_risk_updated": {"region_id": "r1"},
+    "portfolio_updated": {"portfolio_id": "f1", "loan": {"id": "l1", "zone": "green"}},
+    "metrics_updated": {"portfolio_id": "f1"},
+    "loan_application_submitted": {"loan_id": "l1", "property_zone": "orange"},
+    "loan_approved": {"loan_id": "l1"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(IDENTITY_ONLY))
+def test_events_with_only_their_identity_fields_map_with_everything_else_unset(name: str) -> None:
+    system = next(system for system in Upstream if name in system.events)
+    frame = decode_frame(json.dumps({"event": name, "data": IDENTITY_ONLY[name]}))
+
+    payload = getattr(event_from_frame(system, frame, datetime.now(UTC)), name)
+
+    assert {field.name for field, _ in payload.ListFields()} == set(IDENTITY_ONLY[name])
+
+
+def test_an_event_missing_an_identity_field_is_refused() -> None:
+    for name, data in IDENTITY_ONLY.items():
+        system = next(system for system in Upstream if name in system.events)
+        for field in data:
+            frame = decode_frame(json.dumps({"event": name, "data": {k: v for k, v in data.items() if k != field}}))
+            with pytest.raises(PayloadError) as caught:
+                event_from_frame(system, frame, datetime.now(UTC))
+            assert caught.value.field == f"data.{field}"
+
+
+def test_reads_without_their_optional_fields_map_with_them_unset() -> None:
+    risk = traffic_light.market_risk_from_json({"market_risk": {"r1": {}}}, ["r1"]).market_risks[0]
+    composition = pms.composition_from_json({"portfolio_id": "f1", "loans": [{"id": "l1", "zone": "red"}]})
+    performance = pms.performance_from_json({"portfolio_id": "f1"})
+    parameters = underwriting.loan_parameters_from_json({"loan_id": "l1", "property_zone": "green"})
+
+    assert risk == traffic_light.integration_pb2.RegionMarketRisk(region_id="r1")
+    assert not risk.HasField("risk_score") and not risk.HasField("appreciation_forecast")
+    assert composition.loans[0] == loan_pb2.PortfolioLoan(id="l1", zone=RED) and not composition.HasField("metrics")
+    assert not composition.loans[0].HasField("loan_amount")
+    assert list(performance.historical_performance) == [] and not performance.HasField("metrics")
+    assert parameters == loan_pb2.LoanApplication(loan_id="l1", property_zone=GREEN)
+    assert not parameters.HasField("borrower_credit_score")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"portfolio_id": "f" * 129, "loans": []}, "portfolio_id"),
+        ({"portfolio_id": "f1", "loans": [{"id": "l1", "zone": "red", "region": "r" * 129}]}, "loans[0].region"),
+        ({"portfolio_id": "f1", "loans": [{"id": "l", "zone": "red"}] * 100_001}, "loans"),
+    ],
+)
+def test_hostile_sizes_are_refused(body: Any, field: str) -> None:
+    with pytest.raises(PayloadError) as caught:
+        pms.composition_from_json(body)
+    assert caught.value.field == field
+
+
+def test_an_over_long_reason_is_refused() -> None:
+    data = guide.ZONE_CLASSIFICATION_UPDATED["data"] | {"reason": "x" * 1001}
+    frame = decode_frame(json.dumps({"event": "zone_classification_updated", "data": data}))
+    with pytest.raises(PayloadError) as caught:
+        event_from_frame(Upstream.TRAFFIC_LIGHT, frame, datetime.now(UTC))
+    assert caught.value.field == "data.reason"

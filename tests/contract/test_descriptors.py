@@ -52,6 +52,8 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "GetPortfolioComposition",
         "GetPortfolioMetrics",
         "GetLoanParameters",
+        "ListPushes",
+        "RetryPush",
     },
 }
 SERVER_STREAMING = {"WatchSimulation", "SubscribeEvents"}
@@ -62,6 +64,7 @@ SCOPES = {
     "optimization:write",
     "events:read",
     "integration:read",
+    "integration:write",
 }
 UNTYPED = {
     "google.protobuf.Struct",
@@ -216,6 +219,7 @@ def test_resources_mark_name_and_output_fields() -> None:
     assert {m.full_name for m in resources} == {
         "equihome.simulation.v1.Simulation",
         "equihome.integration.v1.Integration",
+        "equihome.integration.v1.Push",
     }
     for message in resources:
         assert _behaviors(message.fields_by_name["name"]) == [FB.IDENTIFIER]
@@ -235,6 +239,7 @@ def test_resources_mark_name_and_output_fields() -> None:
         "start_time",
         "end_time",
         "expire_time",
+        "book_snapshot",
         "owner",
     }
     states = [v.name for v in simulation.enum_types_by_name["State"].values]
@@ -251,7 +256,7 @@ def test_resources_mark_name_and_output_fields() -> None:
 
 def test_list_rpcs_paginate() -> None:
     lists = [m for _, m in METHODS if m.name.startswith("List")]
-    assert {m.name for m in lists} == {"ListSimulations", "ListIntegrations"}
+    assert {m.name for m in lists} == {"ListSimulations", "ListIntegrations", "ListPushes"}
     for method in lists:
         request, response = method.input_type.fields_by_name, method.output_type.fields_by_name
         assert request["page_size"].type == FieldDescriptor.TYPE_INT32, method.name
@@ -273,7 +278,7 @@ def test_read_throughs_report_freshness() -> None:
     read_throughs = [
         m
         for s, m in METHODS
-        if s.name == "IntegrationService" and m.name not in {"GetIntegration", "ListIntegrations"}
+        if s.name == "IntegrationService" and m.name.startswith("Get") and m.name != "GetIntegration"
     ]
     assert len(read_throughs) == 5
     for method in read_throughs:

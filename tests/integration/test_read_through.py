@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
@@ -10,10 +11,10 @@ import pytest
 from adapters.sandbox import Sandbox
 from adapters.systems import Upstream
 from equihome.integration.v1 import integration_service_pb2 as pb
-from equihome.type.v1 import loan_pb2, market_pb2, zone_pb2
+from equihome.type.v1 import market_pb2, zone_pb2
 from server.errors import unpack
-from server.observability import correlation_id_var
-from tests.integration.conftest import Service
+from server.integration.cache import cache_key
+from tests.integration.conftest import Service, eventually
 
 ZONE_NAMES = {"green": zone_pb2.ZONE_GREEN, "orange": zone_pb2.ZONE_ORANGE, "red": zone_pb2.ZONE_RED}
 
@@ -34,37 +35,13 @@ async def test_zones_of_a_partial_batch_list_the_missing_properties(service: Ser
 
 async def test_market_risk_of_known_and_unknown_regions(service: Service) -> None:
     regions = service.sandbox.world.regions
-    response = await service.integrations.GetMarketRisk(pb.GetMarketRiskRequest(region_ids=["north_shore", "atlantis"]))
+    response = await service.integrations.GetMarketRisk(pb.GetMarketRiskRequest(region_ids=["sydney_north", "atlantis"]))
 
     (risk,) = response.market_risks
-    assert risk.region_id == "north_shore"
-    assert risk.risk_score == pytest.approx(regions["north_shore"].risk_score)
+    assert risk.region_id == "sydney_north"
+    assert risk.risk_score == pytest.approx(regions["sydney_north"].risk_score)
     assert risk.risk_level in (market_pb2.RISK_LEVEL_LOW, market_pb2.RISK_LEVEL_MEDIUM, market_pb2.RISK_LEVEL_HIGH)
     assert list(response.missing_region_ids) == ["atlantis"]
-
-
-async def test_composition_metrics_and_loan_parameters_are_typed(service: Service) -> None:
-    portfolio = service.sandbox.world.portfolio_named("portfolio_456")
-    assert portfolio is not None
-
-    composition = (
-        await service.integrations.GetPortfolioComposition(pb.GetPortfolioCompositionRequest(portfolio_id="portfolio_456"))
-    ).composition
-    assert len(composition.loans) == len(portfolio.loans)
-    loan = composition.loans[0]
-    assert loan.zone != zone_pb2.ZONE_UNSPECIFIED and loan.HasField("appreciation_rate") and loan.HasField("region")
-    assert composition.metrics.total_loan_amount == sum(item.loan_amount for item in composition.loans)
-
-    metrics = await service.integrations.GetPortfolioMetrics(pb.GetPortfolioMetricsRequest(portfolio_id="portfolio_456"))
-    assert metrics.metrics.HasField("irr") and metrics.metrics.HasField("var_95")
-    assert not metrics.metrics.HasField("cvar_99")  # PMS does not report it: left unset
-    dates = [(period.date.year, period.date.month) for period in metrics.historical_performance]
-    assert dates[0] == (2023, 1) and dates == sorted(dates) and len(dates) == 36
-
-    application = (await service.integrations.GetLoanParameters(pb.GetLoanParametersRequest(loan_id="loan_401")))
-    assert application.loan_application.loan_id == "loan_401"
-    assert application.loan_application.property_type != loan_pb2.PROPERTY_TYPE_UNSPECIFIED
-    assert application.loan_application.HasField("borrower_credit_score")
 
 
 async def test_unknown_portfolio_is_not_found_upstream(service: Service) -> None:
@@ -77,7 +54,10 @@ async def test_unknown_portfolio_is_not_found_upstream(service: Service) -> None
     assert details.error_info is not None and details.error_info.metadata["system"] == "pms"
 
 
-async def test_invalid_requests_are_refused_before_any_upstream_call(service: Service) -> None:
+async def test_invalid_requests_are_refused_before_any_upstream_call(
+    sandbox: Sandbox, make_service: Callable[..., Awaitable[Service]]
+) -> None:
+    service = await make_service(sandbox, integration_mirror_regions="")  # the mirror reads nothing from the TLS
     for request in (
         pb.GetZoneClassificationsRequest(),
         pb.GetZoneClassificationsRequest(property_ids=["a", "a"]),
@@ -102,20 +82,34 @@ async def test_the_callers_correlation_id_reaches_the_upstream_and_the_logs(
     assert failures and getattr(failures[-1], "upstream_correlation_id") == "trace-42"  # echoed by the upstream
 
 
-async def test_posts_carry_the_correlation_id(service: Service, sandbox: Sandbox) -> None:
-    from equihome.optimization.v1 import allocation_pb2
-    from equihome.type.v1 import zone_pb2 as zones
+async def test_reads_without_optional_fields_leave_them_unset(service: Service) -> None:
+    world = service.sandbox.world
+    omissions = service.sandbox.state.omissions
+    lacking = [rid for rid in world.regions if "appreciation_forecast" not in omissions.item("market_risk", rid, {"appreciation_forecast": 0})]
+    loans = list(world.portfolio.loans)
+    no_rate = {loan_id for loan_id in loans if "appreciation_rate" not in omissions.item("composition_loan", loan_id, {"appreciation_rate": 0})}
+    assert no_rate, "the strict sandbox leaves some optional fields out"
 
-    recommendation = allocation_pb2.AllocationRecommendation(
-        target_allocation=zones.ZoneWeights(green=0.7, orange=0.25, red=0.05)
-    )
-    assert service.runtime.clients is not None
-    token = correlation_id_var.set("trace-post-7")
-    try:
-        await service.runtime.clients.traffic_light.send_recommendations("portfolio_456", recommendation)
-    finally:
-        correlation_id_var.reset(token)
+    risks = await service.integrations.GetMarketRisk(pb.GetMarketRiskRequest(region_ids=list(world.regions)))
+    composition = await service.integrations.GetPortfolioComposition(pb.GetPortfolioCompositionRequest(portfolio_id="portfolio_456"))
 
-    (post,) = sandbox.received("traffic-light")
-    assert post.correlation_id == "trace-post-7"
-    assert post.body["recommendations"]["region_allocations"] == {}
+    assert {risk.region_id for risk in risks.market_risks if not risk.HasField("appreciation_forecast")} == set(lacking)
+    assert {loan.id for loan in composition.composition.loans if not loan.HasField("appreciation_rate")} == no_rate
+
+
+async def test_a_read_abandoned_by_its_callers_deadline_still_fills_the_cache(service: Service) -> None:
+    key = cache_key(Upstream.PMS, "metrics", "portfolio_456")
+    service.sandbox.set_faults({"pms": {"latency_ms": 400}})
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.integrations.GetPortfolioMetrics(pb.GetPortfolioMetricsRequest(portfolio_id="portfolio_456"), timeout=0.1)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    await eventually(lambda: _cached(service, key))
+    service.sandbox.set_faults({"pms": {"latency_ms": 0, "outage": True}})
+    stale = await service.integrations.GetPortfolioMetrics(pb.GetPortfolioMetricsRequest(portfolio_id="portfolio_456"))
+    assert stale.freshness.stale and stale.portfolio_id == "portfolio_456"
+
+
+async def _cached(service: Service, key: str) -> bool:
+    return key in await service.runtime.cache.get([key])

@@ -104,7 +104,7 @@ async def test_rate_limiting_is_resource_exhausted_with_retry_info(service: Serv
 
 
 async def test_a_rejected_token_is_fetched_again_once_and_the_call_retried_once(service: Service) -> None:
-    tokens = service.runtime.links[Upstream.PMS].tokens
+    tokens = service.runtime.links[Upstream.PMS].tokens.read
     service.sandbox.set_faults({"auth": {"issue_expired_tokens": True}})
     stale_token = await tokens.refresh(await tokens.token())  # the cached token is now one the PMS rejects
     service.sandbox.reset_faults()
@@ -130,7 +130,7 @@ async def test_a_token_rejected_again_after_the_refetch_is_an_auth_failure(servi
 
 
 async def test_a_failing_token_endpoint_is_unavailable_without_revealing_it(service: Service) -> None:
-    tokens = service.runtime.links[Upstream.TRAFFIC_LIGHT].tokens
+    tokens = service.runtime.links[Upstream.TRAFFIC_LIGHT].tokens.read
     tokens.invalidate(await tokens.token())
     service.sandbox.set_faults({"auth": {"outage": True}})
 

@@ -43,12 +43,21 @@ async def test_integrations_are_listed_page_by_page_in_name_order(service: Servi
         (pb.ListIntegrationsRequest(page_size=-1), grpc.StatusCode.INVALID_ARGUMENT, "FIELD_INVALID"),
         (pb.GetIntegrationRequest(name="traffic-light"), grpc.StatusCode.INVALID_ARGUMENT, "RESOURCE_NAME_INVALID"),
         (pb.GetIntegrationRequest(name="integrations/crm"), grpc.StatusCode.NOT_FOUND, "INTEGRATION_NOT_FOUND"),
+        (pb.ListPushesRequest(parent="pms"), grpc.StatusCode.INVALID_ARGUMENT, "RESOURCE_NAME_INVALID"),
+        (pb.ListPushesRequest(parent="integrations/pms", page_size=1), grpc.StatusCode.NOT_FOUND, "INTEGRATION_NOT_FOUND"),
+        (pb.ListPushesRequest(parent="integrations/underwriting", states=[0]), grpc.StatusCode.INVALID_ARGUMENT, "FIELD_INVALID"),
+        (pb.ListPushesRequest(parent="integrations/underwriting", page_token="x"), grpc.StatusCode.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID"),
+        (pb.RetryPushRequest(name="integrations/underwriting/pushes/abc"), grpc.StatusCode.INVALID_ARGUMENT, "RESOURCE_NAME_INVALID"),
+        (pb.RetryPushRequest(name="integrations/underwriting/pushes/7"), grpc.StatusCode.NOT_FOUND, "PUSH_NOT_FOUND"),
     ],
 )
 async def test_bad_requests_name_their_reason(service: Service, request_: object, code: grpc.StatusCode, reason: str) -> None:
-    method = service.integrations.ListIntegrations
-    if isinstance(request_, pb.GetIntegrationRequest):
-        method = service.integrations.GetIntegration
+    method = {
+        pb.ListIntegrationsRequest: service.integrations.ListIntegrations,
+        pb.GetIntegrationRequest: service.integrations.GetIntegration,
+        pb.ListPushesRequest: service.integrations.ListPushes,
+        pb.RetryPushRequest: service.integrations.RetryPush,
+    }[type(request_)]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await method(request_)
     assert (unpack(caught.value).code, unpack(caught.value).reason) == (code, reason)

@@ -16,7 +16,9 @@ import pytest_asyncio
 
 from adapters.sandbox import Sandbox, SandboxConfig, running_sandbox
 
-QUIET = SandboxConfig(events_per_second=0)  # clocks stopped: tests make events happen with sandbox.emit
+# Clocks stopped (tests make events happen with sandbox.emit) and every optional field present, so shapes
+# compare exactly with the guide's examples; test_extensions.py covers omissions and extensions.
+QUIET = SandboxConfig(events_per_second=0, omit_optional_fields=0)
 HERE = Path(__file__).parent
 
 

@@ -189,6 +189,16 @@ ERROR = {
 LOAN_EXTENSION_FIELDS = {"property_id", "region"}
 FRAME_EXTENSION_FIELDS = {"id", "timestamp"}
 
+# Each event of the guide with the system that publishes it.
+EVENT_SOURCES = [
+    ("traffic-light", "zone_classification_updated"),
+    ("traffic-light", "market_risk_updated"),
+    ("pms", "portfolio_updated"),
+    ("pms", "metrics_updated"),
+    ("underwriting", "loan_application_submitted"),
+    ("underwriting", "loan_approved"),
+]
+
 EVENTS = {
     "zone_classification_updated": ZONE_CLASSIFICATION_UPDATED,
     "market_risk_updated": MARKET_RISK_UPDATED,

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection
 
-from adapters.sandbox import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox
+from adapters.sandbox import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, System
 
 RECEIVE_TIMEOUT = 5.0
 
@@ -54,9 +54,23 @@ async def receive_json(ws: ClientConnection) -> dict[str, Any]:
         return json.loads(await ws.recv())
 
 
-async def subscribe(ws: ClientConnection, channel: str) -> dict[str, Any]:
-    """Subscribe and wait for the acknowledgement, so events published afterwards are delivered."""
+def channel_of(system: str) -> str:
+    """The guide-style channel carrying every event of ``system``."""
+    (channel,) = System(system).channels(per_event=False)
+    return channel
+
+
+def subscribers(sandbox: Sandbox, system: str, channel: str) -> int:
+    return sum(channel in sub.channels for sub in sandbox.state.broadcasters[System(system)].subscriptions)
+
+
+async def subscribe(ws: ClientConnection, sandbox: Sandbox, system: str, channel: str | None = None) -> None:
+    """Send the guide's subscribe message (default: the system's channel) and wait until the sandbox has
+    applied it, so events published afterwards are delivered. The guide sends no acknowledgement, so
+    this looks at the sandbox's own state."""
+    channel = channel or channel_of(system)
+    before = subscribers(sandbox, system, channel)
     await ws.send(json.dumps({"event": "subscribe", "data": {"channel": channel}}))
-    ack = await receive_json(ws)
-    assert ack["event"] == "subscribed", ack
-    return ack
+    async with asyncio.timeout(RECEIVE_TIMEOUT):
+        while subscribers(sandbox, system, channel) <= before:
+            await asyncio.sleep(0.002)

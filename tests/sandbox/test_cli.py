@@ -54,6 +54,17 @@ def test_fault_flags_apply_to_every_system_and_the_json_patch_on_top() -> None:
     assert faults.auth.sign_with_wrong_key and not faults.auth.outage
 
 
+def test_extensions_and_omissions_are_chosen_by_flag() -> None:
+    config = parse("--extensions", "frame_ids, loan_links", "--omit-optional-fields", "0", "--ws-silent")
+
+    assert config.extensions.frame_ids and config.extensions.loan_links
+    assert not config.extensions.subscription_acks and config.omit_optional_fields == 0
+    assert config.faults.pms.ws_silent
+    assert parse().extensions == type(config.extensions)()  # all off by default
+    with pytest.raises(ValueError, match="unknown extensions"):
+        parse("--extensions", "telepathy")
+
+
 def test_invalid_flags_exit_with_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--error-rate", "2"])

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 
 import httpx
 import pytest
@@ -13,20 +13,12 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from adapters.sandbox import Sandbox, System
+from adapters.sandbox import Sandbox
 from tests.sandbox import guide_examples as guide
-from tests.sandbox.support import receive_json, subscribe
+from tests.sandbox.support import receive_json, subscribe, subscribers
 
 Connect = Callable[[str], Awaitable[ClientConnection]]
 
-SHAPE_CHECKED_EVENTS = [
-    ("traffic-light", "zone_classification_updated"),
-    ("traffic-light", "market_risk_updated"),
-    ("pms", "portfolio_updated"),
-    ("pms", "metrics_updated"),
-    ("underwriting", "loan_application_submitted"),
-    ("underwriting", "loan_approved"),
-]
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -52,91 +44,82 @@ async def connect(sandbox: Sandbox, token: str) -> AsyncIterator[Connect]:
         await ws.close()
 
 
-async def test_only_subscribed_channels_are_delivered_with_increasing_ids(
+async def test_a_subscription_to_the_systems_channel_gets_its_events_in_order(
     sandbox: Sandbox, connect: Connect
 ) -> None:
     ws = await connect("traffic-light")
-    await subscribe(ws, "zone_updates")
+    sandbox.emit("traffic-light", "zone_classification_updated")  # before the subscription: not sent
+    await subscribe(ws, sandbox, "traffic-light", "zone_updates")
 
-    published = [
-        sandbox.emit("traffic-light", event)
-        for event in ["market_risk_updated", "zone_classification_updated"] * 3
-    ]
-    received = [await receive_json(ws) for _ in range(3)]
+    published = [sandbox.emit("traffic-light", event) for event in ["market_risk_updated", "zone_classification_updated"] * 2]
+    received = [await receive_json(ws) for _ in range(4)]
 
-    zone_frames = [frame for frame in published if frame.event == "zone_classification_updated"]
-    assert [frame["id"] for frame in received] == [frame.id for frame in zone_frames]
-    assert {frame["event"] for frame in received} == {"zone_classification_updated"}
-    ids = [frame["id"] for frame in received]
-    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert received == [{"event": frame.event, "data": frame.data} for frame in published]
 
 
-async def test_all_channels_subscription_gets_every_event_of_the_system(
-    sandbox: Sandbox, connect: Connect
-) -> None:
-    ws = await connect("underwriting")
-    ack = await subscribe(ws, "*")
-
-    first = sandbox.emit("underwriting", "loan_application_submitted")
-    second = sandbox.emit("underwriting", "loan_approved")
-    received = [await receive_json(ws) for _ in range(2)]
-
-    assert ack["data"] == {"channel": "*", "channels": ["*"]}
-    assert [frame["id"] for frame in received] == [first.id, second.id] == [first.id, first.id + 1]
-
-
-@pytest.mark.parametrize("system, event", SHAPE_CHECKED_EVENTS)
-async def test_event_frames_have_the_guide_shape_plus_id_and_timestamp(
+@pytest.mark.parametrize("system, event", guide.EVENT_SOURCES)
+async def test_event_frames_have_exactly_the_guide_shape(
     sandbox: Sandbox, connect: Connect, system: str, event: str
 ) -> None:
     ws = await connect(system)
-    await subscribe(ws, System(system).channel_of(event))
+    await subscribe(ws, sandbox, system)
 
     sandbox.emit(system, event)
     frame = await receive_json(ws)
 
     example = guide.EVENTS[event]
-    assert set(frame) == set(example) | guide.FRAME_EXTENSION_FIELDS
+    assert set(frame) == {"event", "data"}
     assert frame["event"] == event
     assert set(frame["data"]) == set(example["data"])
     for name, value in example["data"].items():
-        if isinstance(value, dict) and name == "loan":
-            assert set(frame["data"][name]) == set(value) | guide.LOAN_EXTENSION_FIELDS
-        elif isinstance(value, dict):
+        if isinstance(value, dict):
             assert set(frame["data"][name]) == set(value)
-    assert isinstance(frame["id"], int)
-    assert datetime.fromisoformat(frame["timestamp"]).tzinfo is not None
 
 
-async def test_unknown_channel_is_answered_with_an_error_frame_and_the_socket_stays_open(
-    connect: Connect
+async def test_messages_the_system_does_not_understand_are_ignored_and_the_socket_stays_open(
+    sandbox: Sandbox, connect: Connect
 ) -> None:
     ws = await connect("pms")
 
     await ws.send(json.dumps({"event": "subscribe", "data": {"channel": "zone_updates"}}))
-    error = await receive_json(ws)
     await ws.send("not json")
-    not_json = await receive_json(ws)
-    ack = await subscribe(ws, "metrics_updates")
+    await ws.send(b"binary")
+    await subscribe(ws, sandbox, "pms")
+    frame = sandbox.emit("pms", "metrics_updated")
 
-    assert error["event"] == "error"
-    assert error["data"]["code"] == "unknown_channel"
-    assert error["data"]["details"]["channels"] == ["portfolio_updates", "metrics_updates", "*"]
-    assert not_json["data"]["code"] == "invalid_message"
-    assert ack["data"]["channels"] == ["metrics_updates"]
+    assert await receive_json(ws) == {"event": "metrics_updated", "data": frame.data}  # no error frames first
 
 
 async def test_unsubscribe_stops_delivery(sandbox: Sandbox, connect: Connect) -> None:
     ws = await connect("pms")
-    await subscribe(ws, "metrics_updates")
-    await subscribe(ws, "portfolio_updates")
-    await ws.send(json.dumps({"event": "unsubscribe", "data": {"channel": "metrics_updates"}}))
-    assert (await receive_json(ws))["data"]["channels"] == ["portfolio_updates"]
+    await subscribe(ws, sandbox, "pms")
+    await ws.send(json.dumps({"event": "unsubscribe", "data": {"channel": "portfolio_updates"}}))
+    async with asyncio.timeout(5):
+        while subscribers(sandbox, "pms", "portfolio_updates"):
+            await asyncio.sleep(0.002)
 
     sandbox.emit("pms", "metrics_updated")
-    portfolio_event = sandbox.emit("pms", "portfolio_updated")
+    await subscribe(ws, sandbox, "pms")
+    after = sandbox.emit("pms", "portfolio_updated")
 
-    assert (await receive_json(ws))["id"] == portfolio_event.id
+    assert await receive_json(ws) == {"event": "portfolio_updated", "data": after.data}
+
+
+async def test_a_silent_socket_stays_open_and_answers_pings_but_gets_no_events(
+    sandbox: Sandbox, connect: Connect
+) -> None:
+    ws = await connect("underwriting")
+    await subscribe(ws, sandbox, "underwriting")
+    sandbox.set_faults({"underwriting": {"ws_silent": True}})
+
+    lost = sandbox.emit("underwriting", "loan_application_submitted")
+    await asyncio.wait_for(await ws.ping(), 5)
+    sandbox.reset_faults()
+    seen = sandbox.emit("underwriting", "loan_approved")
+
+    assert (await receive_json(ws))["event"] == "loan_approved"
+    sent = {delivery.frame.id: delivery.sockets for delivery in sandbox.deliveries("underwriting")}
+    assert lost and seen and (sent[lost.id], sent[seen.id]) == (0, 1)
 
 
 async def test_drop_after_events_closes_the_socket_after_exactly_that_many(
@@ -144,7 +127,7 @@ async def test_drop_after_events_closes_the_socket_after_exactly_that_many(
 ) -> None:
     sandbox.set_faults({"traffic-light": {"ws_drop_after_events": 2}})
     ws = await connect("traffic-light")
-    await subscribe(ws, "*")
+    await subscribe(ws, sandbox, "traffic-light")
 
     for _ in range(3):
         sandbox.emit("traffic-light")
@@ -158,7 +141,7 @@ async def test_drop_after_events_closes_the_socket_after_exactly_that_many(
 
 async def test_drop_every_seconds_closes_an_idle_socket(sandbox: Sandbox, connect: Connect) -> None:
     ws = await connect("pms")
-    await subscribe(ws, "*")
+    await subscribe(ws, sandbox, "pms")
 
     sandbox.set_faults({"pms": {"ws_drop_every_seconds": 0.05}})
     with pytest.raises(ConnectionClosed) as closed:
@@ -170,7 +153,7 @@ async def test_drop_every_seconds_closes_an_idle_socket(sandbox: Sandbox, connec
 
 async def test_outage_closes_open_sockets_with_try_again_later(sandbox: Sandbox, connect: Connect) -> None:
     ws = await connect("underwriting")
-    await subscribe(ws, "*")
+    await subscribe(ws, sandbox, "underwriting")
 
     sandbox.set_faults({"underwriting": {"outage": True}})
     with pytest.raises(ConnectionClosed) as closed:
@@ -182,7 +165,7 @@ async def test_outage_closes_open_sockets_with_try_again_later(sandbox: Sandbox,
 async def test_invalid_json_frames_fail_to_parse(sandbox: Sandbox, connect: Connect) -> None:
     sandbox.set_faults({"pms": {"malformed_frame_rate": 1.0, "malformed_frame_kind": "invalid_json"}})
     ws = await connect("pms")
-    await subscribe(ws, "*")
+    await subscribe(ws, sandbox, "pms")
 
     sandbox.emit("pms", "metrics_updated")
     raw = await ws.recv()
@@ -195,14 +178,12 @@ async def test_wrong_type_frames_parse_but_break_the_contract(sandbox: Sandbox, 
     knobs = {"malformed_frame_rate": 1.0, "malformed_frame_kind": "wrong_types"}
     sandbox.set_faults({"traffic-light": knobs})
     ws = await connect("traffic-light")
-    await subscribe(ws, "market_risk")
+    await subscribe(ws, sandbox, "traffic-light")
 
     sandbox.emit("traffic-light", "market_risk_updated")
     frame = await receive_json(ws)
 
     assert frame["event"] == "market_risk_updated"
-    assert isinstance(frame["id"], str)
-    assert isinstance(frame["timestamp"], float)
     assert isinstance(frame["data"]["region_id"], int)
     assert isinstance(frame["data"]["risk_score"], str)
 
@@ -211,7 +192,7 @@ async def test_events_can_be_triggered_over_http(
     sandbox: Sandbox, connect: Connect, http: httpx.AsyncClient
 ) -> None:
     ws = await connect("pms")
-    await subscribe(ws, "metrics_updates")
+    await subscribe(ws, sandbox, "pms")
 
     response = await http.post(
         f"{sandbox.base_url}/sandbox/events", json={"system": "pms", "event": "metrics_updated", "count": 2}

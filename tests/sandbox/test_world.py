@@ -8,17 +8,23 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-from adapters.sandbox import Sandbox, SandboxConfig, System, views
+from adapters.sandbox import Sandbox, SandboxConfig, System, running_sandbox
+from adapters.sandbox.config import Extensions
+from adapters.sandbox.omissions import Omissions
+from adapters.sandbox.views import Views
 from adapters.sandbox.dynamics import WorldDynamics
 from adapters.sandbox.synthetic import REGION_IDS, generate_world
 from adapters.sandbox.world import PIPELINE_LIMIT, ZONE_APPRECIATION_BANDS, Zone
-from tests.sandbox.support import bearer, receive_json, subscribe
+from tests.sandbox.support import bearer, fetch_token, receive_json, subscribe
+
+
+VIEWS = Views(Omissions(0.0, seed=7), loan_links=True)
 
 
 def test_same_seed_same_world_and_another_seed_another() -> None:
-    first = views.composition(generate_world(SandboxConfig(seed=7)).portfolio)
-    again = views.composition(generate_world(SandboxConfig(seed=7)).portfolio)
-    other = views.composition(generate_world(SandboxConfig(seed=8)).portfolio)
+    first = VIEWS.composition(generate_world(SandboxConfig(seed=7)).portfolio)
+    again = VIEWS.composition(generate_world(SandboxConfig(seed=7)).portfolio)
+    other = VIEWS.composition(generate_world(SandboxConfig(seed=8)).portfolio)
 
     assert first == again
     assert first != other
@@ -43,20 +49,21 @@ def test_default_portfolio_follows_the_recommended_distributions() -> None:
         assert loan.origination_year < loan.exit_year <= 10
 
 
-async def test_zone_reclassification_shows_in_the_tls_and_the_pms(
-    sandbox: Sandbox, http: httpx.AsyncClient, token: str
-) -> None:
-    async with connect(sandbox, "traffic-light", token) as ws:
-        await subscribe(ws, "zone_updates")
-        sandbox.emit("traffic-light", "zone_classification_updated")
-        change = (await receive_json(ws))["data"]
+async def test_zone_reclassification_shows_in_the_tls_and_the_pms(http: httpx.AsyncClient) -> None:
+    linked = SandboxConfig(events_per_second=0, omit_optional_fields=0, extensions=Extensions(loan_links=True))
+    async with running_sandbox(linked) as sandbox:
+        token = await fetch_token(http, sandbox)
+        async with connect(sandbox, "traffic-light", token) as ws:
+            await subscribe(ws, sandbox, "traffic-light")
+            sandbox.emit("traffic-light", "zone_classification_updated")
+            change = (await receive_json(ws))["data"]
 
-    zones = await http.get(
-        f"{sandbox.system_url('traffic-light')}/api/traffic-light/zones",
-        params={"properties": change["property_id"]},
-        headers=bearer(token),
-    )
-    composition = await get_composition(sandbox, http, token)
+        zones = await http.get(
+            f"{sandbox.system_url('traffic-light')}/api/traffic-light/zones",
+            params={"properties": change["property_id"]},
+            headers=bearer(token),
+        )
+        composition = await get_composition(sandbox, http, token)
 
     assert change["old_zone"] != change["new_zone"]
     assert zones.json()["zones"] == {change["property_id"]: change["new_zone"]}
@@ -86,8 +93,8 @@ async def test_application_is_approved_then_funded_into_the_portfolio(
     sandbox: Sandbox, http: httpx.AsyncClient, token: str
 ) -> None:
     async with connect(sandbox, "underwriting", token) as underwriting, connect(sandbox, "pms", token) as pms:
-        await subscribe(underwriting, "*")
-        await subscribe(pms, "portfolio_updates")
+        await subscribe(underwriting, sandbox, "underwriting")
+        await subscribe(pms, sandbox, "pms")
         sandbox.emit("underwriting", "loan_application_submitted")
         sandbox.emit("underwriting", "loan_approved")
         sandbox.emit("pms", "portfolio_updated")
@@ -130,7 +137,7 @@ async def test_metrics_update_shows_in_the_metrics_endpoint(
 
 def test_a_long_run_keeps_the_world_bounded_and_the_zone_mix_near_60_30_10() -> None:
     world = generate_world(SandboxConfig())
-    dynamics = WorldDynamics(world, seed=7)
+    dynamics = WorldDynamics(world, seed=7, views=VIEWS)
 
     for _ in range(5_000):
         for system in System:

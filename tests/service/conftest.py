@@ -17,12 +17,15 @@ from google.protobuf import duration_pb2, json_format
 from equihome.simulation.v1 import simulation_config_pb2, simulation_pb2
 from equihome.simulation.v1 import simulation_service_pb2 as service_pb2
 from equihome.simulation.v1.simulation_service_pb2_grpc import SimulationServiceStub
+from equihome.type.v1 import loan_pb2, zone_pb2
 from server import errors
 from server.app import AppServer, Lifecycle, build_server
 from server.auth import SCOPES, issue_dev_token
 from server.observability import Metrics
 from server.serve_cli import open_services
+from server.integration.mirror import LOAN, PORTFOLIO, Mirror, now_us
 from server.settings import Settings
+from server.store import Store
 
 Metadata = tuple[tuple[str, str], ...]
 Simulation = simulation_pb2.Simulation
@@ -140,6 +143,26 @@ def settings(tmp_path: Path) -> Settings:
 async def service(settings: Settings) -> AsyncIterator[Service]:
     async with running(settings) as service:
         yield service
+
+
+async def seed_portfolio(data_dir: Path, portfolio_id: str, loans: list[loan_pb2.PortfolioLoan]) -> None:
+    """Put a portfolio into the mirror of the store under ``data_dir``, as a PMS read would (before the
+    server starts: with integrations off, nothing else fills the mirror)."""
+    store = await Store.open(data_dir)
+    try:
+        mirror = Mirror(store)
+        changes = await mirror.compare(LOAN, portfolio_id, {loan.id: loan for loan in loans}, complete=True, synced=False)
+        await mirror.settle(changes, now_us(), [(PORTFOLIO, portfolio_id)])
+    finally:
+        await store.close()
+
+
+def small_book(count: int = 4) -> list[loan_pb2.PortfolioLoan]:
+    """``count`` loans of 200k on 500k properties, green, originated in year 0, no region reported."""
+    return [
+        loan_pb2.PortfolioLoan(id=f"loan_{i}", loan_amount=200_000, property_value=500_000, zone=zone_pb2.ZONE_GREEN)
+        for i in range(1, count + 1)
+    ]
 
 
 async def refusal(call: Any) -> errors.ErrorDetails:

@@ -10,7 +10,7 @@ import grpc
 from equihome.simulation.v1 import simulation_pb2
 from equihome.simulation.v1 import simulation_service_pb2 as service_pb2
 from server.settings import Settings
-from tests.service.conftest import LONG_PATHS, Service, refusal, running, small_config
+from tests.service.conftest import LONG_PATHS, Service, refusal, running, seed_portfolio, small_book, small_config
 
 Simulation = simulation_pb2.Simulation
 BASIC, SUMMARY, FULL = (
@@ -136,7 +136,14 @@ async def test_create_is_idempotent_with_a_request_id(service: Service) -> None:
     assert [s.name for s in listed.simulations] == [first.name]
 
 
-async def test_list_pages_and_filters(service: Service) -> None:
+async def test_list_pages_and_filters(settings: Settings) -> None:
+    for portfolio in ("portfolio_a", "portfolio_b"):
+        await seed_portfolio(settings.data_dir, portfolio, small_book())
+    async with running(settings) as service:
+        await _list_pages_and_filters(service)
+
+
+async def _list_pages_and_filters(service: Service) -> None:
     names = []
     for portfolio in ("portfolio_a", "portfolio_a", "portfolio_b"):
         request = service_pb2.CreateSimulationRequest(

@@ -22,15 +22,13 @@ Simulation = simulation_pb2.Simulation
 async def test_the_result_comes_back_inline_equal_to_the_engine(service: Service) -> None:
     no_gp_outflow = {"size": 5_000_000, "deployment_target_fraction": 0.8, "gp_commitment": 0}
     config = small_config(paths=400, fund=no_gp_outflow)
-    request = service_pb2.RunSimulationRequest(
-        config=config, view=simulation_pb2.SIMULATION_VIEW_FULL, portfolio_id="p1"
-    )
+    request = service_pb2.RunSimulationRequest(config=config, view=simulation_pb2.SIMULATION_VIEW_FULL)
     reply = await service.stub.RunSimulation(request, metadata=service.auth(), timeout=30)
     expected = engine.run(load_config(config_to_engine(config)), keep_paths=True)
 
     simulation = reply.simulation
     assert simulation.name == "" and simulation.state == Simulation.STATE_SUCCEEDED
-    assert simulation.portfolio_id == "p1" and not simulation.HasField("expire_time")
+    assert not simulation.HasField("expire_time") and not simulation.HasField("book_snapshot")
     result = simulation.result
     assert result.metrics.lp_net_irr.mean == expected.metrics["lp_net_irr"].mean
     assert result.risk.prob_loss == expected.risk.prob_loss

@@ -74,8 +74,8 @@ class Settings(BaseModel):
     )
     grace_period_s: float = Field(10.0, ge=0, description="seconds in-flight RPCs get to finish on shutdown")
 
-    max_concurrent_unary: int = Field(512, ge=1, description="unary calls served at once, all callers")
-    max_concurrent_streams: int = Field(4096, ge=1, description="streams open at once, all callers")
+    max_concurrent_unary: int = Field(512, ge=1, description="unary calls of all callers with a token at once")
+    max_concurrent_streams: int = Field(4096, ge=1, description="streams of all callers with a token at once")
     max_unary_per_caller: int = Field(64, ge=1, description="unary calls of one token subject at once")
     max_streams_per_caller: int = Field(128, ge=1, description="streams of one token subject at once")
     max_unauthenticated_unary: int = Field(

@@ -136,6 +136,7 @@ def running_server(tmp: Path, settings: Mapping[str, str] = HOSTILE_SETTINGS, *e
         yield server
     finally:
         stop_server(server)
+    print(f"\npeak RSS of the server tree: {server.peak.bytes / 2**20:,.0f} MiB (cap {TREE_RSS_CAP / 2**20:,.0f})")
     assert not server.peak.capped, f"the server tree passed {TREE_RSS_CAP} bytes and was killed"
     assert server.peak.bytes < TREE_RSS_CAP, server.peak.bytes
 

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,14 +145,18 @@ async def client(address: str, token: str, server_pid: int) -> dict[str, Any]:
 # --- The driver ------------------------------------------------------------------------------------
 
 
-def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    data_dir: Path, log: Path, *arguments: str, environment: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``equihome-sim serve`` on a free port with ``data_dir``, logging to ``log``; ``arguments`` are more
+    flags, ``environment`` its variables (default: this process's). Returns it once it serves, and its port."""
     process = subprocess.Popen(
-        [str(EQUIHOME_SIM), "serve", "--port", "0", "--data-dir", str(data_dir), "--no-metrics-enabled"],
-        stdout=subprocess.PIPE, stderr=log.open("wb"),
+        [str(EQUIHOME_SIM), "serve", "--port", "0", "--data-dir", str(data_dir), *arguments],
+        stdout=subprocess.PIPE, stderr=log.open("wb"), env=environment,
     )  # fmt: skip
     assert process.stdout is not None
     banner = process.stdout.readline().decode()
-    port = re.search(r"serving gRPC on [^:]+:(\d+)", banner)
+    port = re.search(r"serving gRPC on [^ ]+:(\d+)", banner)
     if port is None:
         process.kill()
         raise RuntimeError(f"the server did not start: {banner!r}; see {log}")
@@ -173,7 +178,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="equihome-bench-") as scratch:
         data_dir = Path(scratch) / "data"
-        server, port = start_server(data_dir, Path(scratch) / "server.log")
+        server, port = start_server(data_dir, Path(scratch) / "server.log", "--no-metrics-enabled")
         try:
             token = issue_dev_token(data_dir, SCOPES)
             command = [sys.executable, "-m", "bench.grpc_service", "--client", f"127.0.0.1:{port}", token]

@@ -9,8 +9,10 @@ background tasks are cancelled, and close hooks (job runner, adapters, store) ru
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,7 +22,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.auth import TokenVerifier, verifier_from_settings
-from server.interceptors import AuthInterceptor, CorrelationInterceptor, ErrorInterceptor, MetricsInterceptor
+from server.call_limits import Budgets, CallLimits
+from server.interceptors import (
+    AuthInterceptor,
+    CallLimitInterceptor,
+    CorrelationInterceptor,
+    ErrorInterceptor,
+    MessageInterceptor,
+    MetricsInterceptor,
+)
 from server.observability import Metrics, MetricsServer, configure_logging, start_metrics_server
 from server.settings import Settings
 
@@ -175,14 +185,22 @@ class AppServer:
         self._shutdown: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start serving, mark every service (and the server, "") SERVING, start the metrics exporter."""
+        """Start the metrics exporter, then serve and mark every service (and the server, "") SERVING.
+
+        Raises ``BindError`` when the metrics port is taken, before any call is served.
+        """
+        if self.settings.metrics_enabled:
+            host, port = self.settings.metrics_host, self.settings.metrics_port
+            try:
+                self.metrics_server = start_metrics_server(self.metrics, host, port)
+            except OSError as error:
+                raise BindError(
+                    f"cannot serve metrics on {host}:{port}: {error.strerror or error} (is the port already in "
+                    "use? change --metrics-port or pass --no-metrics-enabled)"
+                ) from None
         await self.server.start()
         for name in (*self.service_names, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if self.settings.metrics_enabled:
-            self.metrics_server = start_metrics_server(
-                self.metrics, self.settings.metrics_host, self.settings.metrics_port
-            )
         log.info(
             "serving",
             extra={
@@ -256,15 +274,17 @@ def build_server(
     if verifier is not None:
         lifecycle.add_close_hook(verifier.aclose, name="token verifier")
 
+    limits = CallLimits(Budgets.from_settings(settings), on_refused=metrics.count_limited)
     server = grpc.aio.server(
         interceptors=[
             CorrelationInterceptor(),
             AuthInterceptor(verifier, scopes, metrics=metrics),
+            CallLimitInterceptor(limits),
             MetricsInterceptor(metrics),
             ErrorInterceptor(),
+            MessageInterceptor(settings.max_message_bytes),
         ],
         options=server_options(settings),
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     for binding in services:
         binding.add_to_server(binding.servicer, server)
@@ -274,11 +294,55 @@ def build_server(
 
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.port}"
+    credentials = tls_credentials(settings) if settings.tls else None
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError as error:
         raise BindError(f"cannot listen on {address}: is the port already in use?") from error
+    if not settings.tls and not is_loopback(settings.host):
+        log.warning(
+            "PLAINTEXT ON A NETWORK INTERFACE: %s is reachable beyond this machine without TLS, so tokens, "
+            "configs and results cross the network readable by anyone on the path. Set tls_cert_file and "
+            "tls_key_file (and tls_client_ca_file for mTLS), or bind 127.0.0.1.",
+            address,
+        )
     return AppServer(settings, server, port, health_servicer, names, metrics, lifecycle)
+
+
+def tls_credentials(settings: Settings) -> grpc.ServerCredentials:
+    """Server credentials from the PEM files of the settings; with a client CA, client certificates are
+    required and must chain to it (mTLS). The files are checked first (``BindError`` says what is wrong):
+    gRPC itself only reports that it could not listen."""
+    cert_file, key_file, ca_file = settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+    assert cert_file is not None and key_file is not None
+    try:
+        chain, key = cert_file.read_bytes(), key_file.read_bytes()
+        client_ca = ca_file.read_bytes() if ca_file else None
+    except OSError as error:
+        raise BindError(f"cannot read TLS file {error.filename}: {error.strerror}") from None
+    check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        check.load_cert_chain(cert_file, key_file, password=b"")  # an encrypted key fails, never prompts
+        if ca_file is not None:
+            check.load_verify_locations(cafile=ca_file)
+    except ssl.SSLError as error:
+        raise BindError(
+            f"the TLS files are not a PEM certificate chain, its unencrypted private key and (for mTLS) a CA "
+            f"bundle: {error.reason or error}"
+        ) from None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or name to bind) is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: assume it resolves beyond loopback
 
 
 async def serve(

@@ -42,6 +42,7 @@ from server.settings import DEFAULT_AUDIENCE, DEFAULT_ISSUER, Settings
 
 log = logging.getLogger(__name__)
 
+ADMIN_SCOPE = "simulation:admin"  # see, cancel and follow every caller's simulations, not only one's own
 SCOPES: tuple[str, ...] = (
     "simulation:read",
     "simulation:write",
@@ -50,10 +51,12 @@ SCOPES: tuple[str, ...] = (
     "events:read",
     "integration:read",
     "integration:write",
+    ADMIN_SCOPE,
 )
 OPEN_METHOD_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "RS256", "PS256", "EdDSA")
 MAX_TOKEN_CHARS = 8192
+MAX_SUBJECT_CHARS = 256
 VERIFIED_TOKENS_KEPT = 1024
 VERIFIED_TOKEN_REUSE_S = 60.0
 
@@ -65,6 +68,10 @@ class Principal:
     subject: str
     scopes: frozenset[str]
     claims: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_SCOPE in self.scopes
 
 
 INSECURE_PRINCIPAL = Principal("anonymous (auth disabled)", frozenset(SCOPES))
@@ -229,7 +236,11 @@ class TokenVerifier:
             raise _invalid(
                 f"The bearer token claim {error.claim} is not acceptable.", claim=error.claim
             ) from None
-        return Principal(subject=str(claims.get("sub", "")), scopes=_scopes(claims), claims=claims)
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_CHARS:
+            # the subject owns the caller's simulations: a token without one could pass for anyone
+            raise _invalid("The bearer token has no usable subject (sub) claim.", claim="sub")
+        return Principal(subject=subject, scopes=_scopes(claims), claims=claims)
 
     async def aclose(self) -> None:
         if self._on_close is not None:
@@ -294,7 +305,7 @@ def ensure_dev_key(data_dir: Path) -> Path:
     key = _load_private_key(paths.private)
     public = json.dumps({"keys": [key.as_dict(private=False)]}, indent=2)
     if not paths.public.exists() or paths.public.read_text(encoding="utf-8") != public:
-        _replace_atomically(paths.public, public, mode=0o644)
+        _replace_atomically(paths.public, public, mode=0o600)
     return paths.private
 
 

@@ -22,6 +22,12 @@ from grpc_status import rpc_status
 ERROR_DOMAIN = "equihome.simulation.v1"
 INTERNAL_MESSAGE = "Internal error. Quote the correlation id when reporting it."
 
+# An error never carries more than this, whatever the caller sent (a 7 MB name must not make a 7 MB trailer).
+MAX_MESSAGE_CHARS = 1024
+MAX_METADATA_VALUE_CHARS = 256
+MAX_FIELD_VIOLATIONS = 100
+MAX_VIOLATION_CHARS = 512
+
 _REASON_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,61}[A-Z0-9]")
 
 
@@ -140,20 +146,25 @@ def to_status(error: BaseException, correlation_id: str | None = None) -> status
     if not isinstance(error, ServiceError):
         metadata = {"correlation_id": correlation_id} if correlation_id else {}
         error = ServiceError(INTERNAL_MESSAGE, reason="INTERNAL", metadata=metadata)
-    details = [
-        _packed(
-            error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
-        )
-    ]
+    metadata = {key: _clipped(value, MAX_METADATA_VALUE_CHARS) for key, value in error.metadata.items()}
+    details = [_packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata))]
     if isinstance(error, InvalidArgument) and error.field_violations:
         violations = [
-            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
-            for field, description in error.field_violations
+            error_details_pb2.BadRequest.FieldViolation(
+                field=_clipped(field, MAX_VIOLATION_CHARS), description=_clipped(description, MAX_VIOLATION_CHARS)
+            )
+            for field, description in error.field_violations[:MAX_FIELD_VIOLATIONS]
         ]
         details.append(_packed(error_details_pb2.BadRequest(field_violations=violations)))
     if isinstance(error, _Retryable):
         details.append(_packed(error_details_pb2.RetryInfo(retry_delay=_duration(error.retry_after))))
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    message = _clipped(error.message, MAX_MESSAGE_CHARS)
+    return status_pb2.Status(code=error.code.value[0], message=message, details=details)
+
+
+def _clipped(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def abort(

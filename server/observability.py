@@ -10,26 +10,32 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import traceback
 from contextvars import ContextVar
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 method_var: ContextVar[str | None] = ContextVar("method", default=None)
+caller_var: ContextVar[str | None] = ContextVar("caller", default=None)  # the token subject, once verified
 
 # Attributes every LogRecord has; anything else passed through ``extra=`` is emitted as a field.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 class CallContextFilter(logging.Filter):
-    """Stamps the current call's correlation id and method on each record when it is logged.
+    """Stamps the current call's correlation id, method and caller on each record when it is logged.
 
     Stamping at log time (not format time) keeps the fields right even if a handler formats later,
     from another task or thread.
@@ -40,6 +46,8 @@ class CallContextFilter(logging.Filter):
             record.correlation_id = correlation_id_var.get()
         if getattr(record, "method", None) is None:
             record.method = method_var.get()
+        if getattr(record, "caller", None) is None:
+            record.caller = caller_var.get()
         return True
 
 
@@ -54,6 +62,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "correlation_id": getattr(record, "correlation_id", None) or correlation_id_var.get(),
             "method": getattr(record, "method", None) or method_var.get(),
+            "caller": getattr(record, "caller", None) or caller_var.get(),
         }
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES and key not in entry:
@@ -131,6 +140,17 @@ class Metrics:
             "Jobs accepted and waiting for a free worker.",
             registry=self.registry,
         )
+        self.calls_limited = Counter(
+            "equihome_grpc_server_limited",
+            "Calls refused because their group had its budget of open calls of that kind.",
+            ["group", "kind"],
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes...
+        self.workers = WorkerCollector(self.registry)
+
+    def count_limited(self, group: str, kind: str) -> None:
+        self.calls_limited.labels(group=group, kind=kind).inc()
 
     def set_run_load(self, running: int, queued: int) -> None:
         """The job runner calls this whenever its running or queued count changes."""
@@ -140,6 +160,40 @@ class Metrics:
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         """The current value of one sample (``None`` if absent); handy for tests and health reports."""
         return self.registry.get_sample_value(name, labels or {})
+
+
+class WorkerCollector(Collector):
+    """CPU time and resident memory of the worker processes, read from ``/proc`` at each scrape.
+
+    The job runner reports its workers' pids with ``track``. On systems without ``/proc`` nothing is
+    exported.
+    """
+
+    def __init__(self, registry: CollectorRegistry):
+        self.pids: Callable[[], Iterable[int]] = tuple
+        self._page_bytes = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        registry.register(self)
+
+    def track(self, pids: Callable[[], Iterable[int]]) -> None:
+        self.pids = pids
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        memory = GaugeMetricFamily(
+            "equihome_worker_resident_memory_bytes", "Resident memory of each worker process.", labels=["pid"]
+        )
+        cpu = CounterMetricFamily(
+            "equihome_worker_cpu_seconds", "CPU time (user + system) of each worker process.", labels=["pid"]
+        )
+        for pid in self.pids():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue  # exited since it was listed, or no /proc here
+            cpu.add_metric([str(pid)], (int(stat[11]) + int(stat[12])) / self._ticks)
+            memory.add_metric([str(pid)], int(stat[21]) * self._page_bytes)
+        yield memory
+        yield cpu
 
 
 @dataclass

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
-from server.app import AppServer, Lifecycle, ServiceBinding, serve
+from server.app import AppServer, BindError, Lifecycle, ServiceBinding, serve
+from server.auth import DevKeyError
 from server.integration.runtime import IntegrationRuntime
 from server.jobs import JobRunner
 from server.services import simulation_job
@@ -22,7 +23,7 @@ from server.observability import Metrics, configure_logging
 from server.remote.client import DEFAULT_SERVER, TOKEN_ENV
 from server.services import ServiceDependencies, build_bindings
 from server.settings import Settings, SettingsError, load_settings
-from server.store import RunStore, Store
+from server.store import DataDirInUse, RunStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ async def open_services(
 ) -> list[ServiceBinding]:
     """Open the store (marking runs a previous process left unfinished INTERRUPTED), start the job runner
     and the integrations, register them to be closed at shutdown (integrations, runner, store), and build
-    every service. Callbacks for once the server runs (health following the integrations) are appended
-    to ``on_started``."""
+    every service. Callbacks for once the server runs (health following the integrations, warm workers)
+    are appended to ``on_started``."""
     store = await Store.open(settings.data_dir)
     lifecycle.add_close_hook(store.close, name="store")
     interrupted = await store.runs.mark_unfinished_interrupted()
@@ -55,6 +56,7 @@ async def open_services(
     lifecycle.add_close_hook(integrations.aclose, name="integrations")
     if on_started is not None:
         on_started.append(lambda app: integrations.follow_health(app.set_serving))
+        on_started.append(lambda app: runner.start_workers())
     return build_bindings(ServiceDependencies(settings, lifecycle, metrics, store, runner, integrations))
 
 
@@ -161,7 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"equihome-sim serve: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except (BindError, DataDirInUse, DevKeyError) as error:  # the operator can fix these: one line, no trace
+        print(f"equihome-sim serve: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

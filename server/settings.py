@@ -59,18 +59,43 @@ class Settings(BaseModel):
     max_queued_runs: int = Field(
         16, ge=0, description="accepted jobs waiting for a worker before RESOURCE_EXHAUSTED"
     )
+    max_active_runs_per_caller: int = Field(
+        8, ge=1, description="queued plus running jobs of one caller (token subject) before RESOURCE_EXHAUSTED"
+    )
+    worker_memory_mib: int = Field(
+        4096, ge=1024,
+        description="address space of each worker process (a warm one takes ~600 MiB); larger runs are refused",
+    )
+    max_run_work: float = Field(
+        5e11, gt=0, description="largest run accepted, in loan-months x paths (about 20 CPU-minutes)"
+    )
     shutdown_cancels_runs: bool = Field(
         True, description="on shutdown cancel running jobs (else wait for them)"
     )
     grace_period_s: float = Field(10.0, ge=0, description="seconds in-flight RPCs get to finish on shutdown")
 
-    max_concurrent_rpcs: int = Field(256, ge=1, description="RPCs served at once; more are refused")
-    max_message_bytes: int = Field(8 * MIB, ge=1024, description="largest request or response message")
+    max_concurrent_unary: int = Field(512, ge=1, description="unary calls of all callers with a token at once")
+    max_concurrent_streams: int = Field(4096, ge=1, description="streams of all callers with a token at once")
+    max_unary_per_caller: int = Field(64, ge=1, description="unary calls of one token subject at once")
+    max_streams_per_caller: int = Field(128, ge=1, description="streams of one token subject at once")
+    max_unauthenticated_unary: int = Field(
+        64, ge=1, description="unary calls without a token at once (reflection; health Check is never limited)"
+    )
+    max_unauthenticated_streams: int = Field(
+        1024, ge=1, description="streams without a token at once (health Watch, reflection)"
+    )
+    max_message_bytes: int = Field(8 * MIB, ge=1024 * 1024, description="largest request or response message")
     keepalive_time_ms: int = Field(60_000, ge=1000, description="server pings an idle connection this often")
     keepalive_timeout_ms: int = Field(20_000, ge=1000, description="and drops it if the ping is not answered")
     min_ping_interval_ms: int = Field(10_000, ge=0, description="shortest client ping interval tolerated")
     keepalive_permit_without_calls: bool = Field(True, description="allow client pings with no call open")
     max_connection_age_ms: int | None = Field(None, ge=1000, description="recycle connections (L4 balancers)")
+
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain; serve TLS with tls_key_file")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle; when set, callers must present a client certificate it signed (mTLS)"
+    )
 
     auth_jwks_url: str | None = Field(None, description="fetch signing keys from this JWKS URL")
     auth_key_file: Path | None = Field(None, description="read signing keys from this JWK set file")
@@ -145,6 +170,14 @@ class Settings(BaseModel):
         return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
+    def _tls_complete(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set tls_cert_file and tls_key_file together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        return self
+
+    @model_validator(mode="after")
     def _one_key_source(self) -> Self:
         if self.auth_jwks_url and self.auth_key_file:
             raise ValueError("set auth_jwks_url or auth_key_file, not both")
@@ -208,6 +241,10 @@ class Settings(BaseModel):
         if self.auth_jwks_url:
             return "jwks_url"
         return "key_file" if self.auth_key_file else "dev_key"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain values with secrets masked: what logs and ``repr`` show."""

@@ -11,11 +11,14 @@ serialised protobuf there. The schema is versioned with ``PRAGMA user_version``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,11 +32,14 @@ from server import page_tokens
 from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DATABASE_FILE = "equihome.sqlite3"
+LOCK_FILE = "server.lock"
 PAGE_TOKEN_SECRET_FILE = "page-token.key"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_PAGE_BYTES = 4 * 1024 * 1024  # stored configs and results one page of runs may read
 
 
 class RunState(StrEnum):
@@ -55,6 +61,7 @@ UNFINISHED: Final = (RunState.PENDING, RunState.RUNNING)
 @dataclass(frozen=True)
 class RunRecord:
     name: str
+    owner: str  # the creator's token subject; "" for runs stored before owners were recorded
     portfolio_id: str
     state: RunState
     progress_done: int
@@ -173,6 +180,36 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_due ON outbox (system, state, next_attempt_us, id);
     """,
+    # 4: every run records its owner, and request ids are unique per owner (earlier runs: owner '')
+    """
+    CREATE TABLE runs_by_owner (
+        name           TEXT PRIMARY KEY,
+        owner          TEXT NOT NULL DEFAULT '',
+        portfolio_id   TEXT NOT NULL DEFAULT '',
+        request_id     TEXT,
+        request_hash   TEXT,
+        state          TEXT NOT NULL,
+        progress_done  INTEGER NOT NULL DEFAULT 0,
+        progress_total INTEGER NOT NULL DEFAULT 0,
+        config         BLOB NOT NULL,
+        result         BLOB,
+        error          BLOB,
+        create_us      INTEGER NOT NULL,
+        update_us      INTEGER NOT NULL,
+        start_us       INTEGER,
+        end_us         INTEGER,
+        UNIQUE (owner, request_id)
+    );
+    INSERT INTO runs_by_owner (name, portfolio_id, request_id, request_hash, state, progress_done,
+        progress_total, config, result, error, create_us, update_us, start_us, end_us)
+        SELECT name, portfolio_id, request_id, request_hash, state, progress_done, progress_total, config,
+        result, error, create_us, update_us, start_us, end_us FROM runs;
+    DROP TABLE runs;
+    ALTER TABLE runs_by_owner RENAME TO runs;
+    CREATE INDEX runs_by_create_time ON runs (create_us DESC, name);
+    CREATE INDEX runs_by_state ON runs (state, create_us DESC, name);
+    CREATE INDEX runs_of_owner ON runs (owner, create_us DESC, name);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -234,25 +271,33 @@ def _time(microseconds: int | None) -> datetime | None:
 class Store:
     """The SQLite database of one data directory, with its ``runs`` and ``events``."""
 
-    def __init__(self, executor: ThreadPoolExecutor, connection: sqlite3.Connection, page_secret: bytes):
+    def __init__(
+        self, executor: ThreadPoolExecutor, connection: sqlite3.Connection, page_secret: bytes, lock: int
+    ):
         self._executor = executor
         self._connection: sqlite3.Connection | None = connection
+        self._lock = lock
         self.runs = RunStore(self, page_secret)
         self.events = EventLog(self)
 
     @classmethod
     async def open(cls, data_dir: Path, *, busy_timeout_ms: int = 5000) -> Store:
-        """Open (creating and migrating if needed) the store under ``data_dir``."""
+        """Open (creating and migrating if needed) the store under ``data_dir``, which must not be in use by
+        another server (``DataDirInUse``): two servers on one store would interrupt each other's runs."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="equihome-store")
         loop = asyncio.get_running_loop()
+        lock: int | None = None
         try:
+            lock = await loop.run_in_executor(executor, _lock_data_dir, Path(data_dir))
             connection, secret = await loop.run_in_executor(
                 executor, _open_database, Path(data_dir), busy_timeout_ms
             )
         except BaseException:
+            if lock is not None:
+                os.close(lock)
             executor.shutdown(wait=False)
             raise
-        return cls(executor, connection, secret)
+        return cls(executor, connection, secret, lock)
 
     async def call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(connection)`` on the store's thread."""
@@ -267,12 +312,34 @@ class Store:
         connection, self._connection = self._connection, None
         await asyncio.get_running_loop().run_in_executor(self._executor, connection.close)
         self._executor.shutdown(wait=True)  # returns at once: the close above was the last job
+        os.close(self._lock)
+
+
+class DataDirInUse(RuntimeError):
+    """Another server holds the data directory."""
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """An exclusive lock on ``data_dir`` for this process's life (the kernel drops it when the process dies)."""
+    private_directory(data_dir)
+    descriptor = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise DataDirInUse(
+            f"{data_dir} is in use by another equihome-sim server; give each server its own --data-dir"
+        ) from None
+    return descriptor
 
 
 def _open_database(data_dir: Path, busy_timeout_ms: int) -> tuple[sqlite3.Connection, bytes]:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(data_dir)
     secret = _page_token_secret(data_dir / PAGE_TOKEN_SECRET_FILE)
-    connection = sqlite3.connect(data_dir / DATABASE_FILE, isolation_level=None, check_same_thread=True)
+    database = data_dir / DATABASE_FILE
+    for path in (database, *(database.with_name(database.name + suffix) for suffix in ("-wal", "-shm"))):
+        private_file(path, create=path == database)  # SQLite gives its -wal and -shm the database's mode
+    connection = sqlite3.connect(database, isolation_level=None, check_same_thread=True)
     try:
         connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -287,11 +354,37 @@ def _open_database(data_dir: Path, busy_timeout_ms: int) -> tuple[sqlite3.Connec
     return connection, secret
 
 
+PRIVATE_DIRECTORY_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_directory(path: Path) -> None:
+    """Create ``path`` (and parents) readable by this user only, or take away what others could do there."""
+    path.mkdir(mode=PRIVATE_DIRECTORY_MODE, parents=True, exist_ok=True)
+    _restrict(path, PRIVATE_DIRECTORY_MODE)
+
+
+def private_file(path: Path, *, create: bool = False) -> None:
+    """Make ``path`` (created empty if asked and missing) readable and writable by this user only."""
+    if create:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+    if path.exists():
+        _restrict(path, PRIVATE_FILE_MODE)
+
+
+def _restrict(path: Path, mode: int) -> None:
+    current = stat.S_IMODE(path.stat().st_mode)
+    if current & ~mode:
+        log.warning("%s was accessible by other users (mode %04o); now %04o", path, current, mode)
+        path.chmod(mode)
+
+
 def _page_token_secret(path: Path) -> bytes:
     """The data directory's page-token signing secret (32 random bytes, mode 0600), made on first use."""
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        private_file(path)
         secret = path.read_bytes()
         if len(secret) < 32:
             raise RuntimeError(
@@ -307,29 +400,33 @@ def _page_token_secret(path: Path) -> bytes:
 # --- Runs --------------------------------------------------------------------------------------
 
 _RUN_COLUMN_NAMES = (
-    "name", "portfolio_id", "state", "progress_done", "progress_total", "config", "result", "error",
+    "name", "owner", "portfolio_id", "state", "progress_done", "progress_total", "config", "result", "error",
     "request_id", "request_hash", "create_us", "update_us", "start_us", "end_us",
 )  # fmt: skip
 _RUN_COLUMNS = ", ".join(_RUN_COLUMN_NAMES)
+_RUN_COLUMNS_WITHOUT_RESULT = _RUN_COLUMNS.replace("result", "NULL")
 _CREATE_US = _RUN_COLUMN_NAMES.index("create_us")
+_CONFIG, _RESULT = _RUN_COLUMN_NAMES.index("config"), _RUN_COLUMN_NAMES.index("result")
 
 
 def _run(row: Sequence[Any]) -> RunRecord:
+    values = dict(zip(_RUN_COLUMN_NAMES, row, strict=True))
     return RunRecord(
-        name=row[0],
-        portfolio_id=row[1],
-        state=RunState(row[2]),
-        progress_done=row[3],
-        progress_total=row[4],
-        config=row[5],
-        result=row[6],
-        error=row[7],
-        request_id=row[8],
-        request_hash=row[9],
-        create_time=_time(row[10]),  # type: ignore[arg-type]
-        update_time=_time(row[11]),  # type: ignore[arg-type]
-        start_time=_time(row[12]),
-        end_time=_time(row[13]),
+        name=values["name"],
+        owner=values["owner"],
+        portfolio_id=values["portfolio_id"],
+        state=RunState(values["state"]),
+        progress_done=values["progress_done"],
+        progress_total=values["progress_total"],
+        config=values["config"],
+        result=values["result"],
+        error=values["error"],
+        request_id=values["request_id"],
+        request_hash=values["request_hash"],
+        create_time=_time(values["create_us"]),  # type: ignore[arg-type]
+        update_time=_time(values["update_us"]),  # type: ignore[arg-type]
+        start_time=_time(values["start_us"]),
+        end_time=_time(values["end_us"]),
     )
 
 
@@ -353,31 +450,33 @@ class RunStore:
         name: str,
         config: bytes,
         *,
+        owner: str = "",
         portfolio_id: str = "",
         request_id: str | None = None,
         request_hash: str | None = None,
     ) -> tuple[RunRecord, bool]:
-        """Insert a PENDING run; returns ``(run, created)``.
+        """Insert a PENDING run of ``owner``; returns ``(run, created)``.
 
-        A ``request_id`` seen before returns the run it created, with ``created=False`` (AIP-155). If
-        both requests came with a ``request_hash`` (a digest of the request body, computed by the
-        caller) and the hashes differ, the id was reused for another request: ``InvalidArgument``
-        (REQUEST_ID_REUSED). A taken ``name`` raises ``AlreadyExists``.
+        A ``request_id`` the same owner used before returns the run it created, with ``created=False``
+        (AIP-155); another owner's ids are never seen. If both requests came with a ``request_hash`` (a
+        digest of the request body, computed by the caller) and the hashes differ, the id was reused for
+        another request: ``InvalidArgument`` (REQUEST_ID_REUSED). A taken ``name`` raises ``AlreadyExists``.
         """
 
         def work(connection: sqlite3.Connection) -> tuple[RunRecord, bool]:
             with transaction(connection):
                 if request_id is not None:
-                    existing = _select_request(connection, request_id, request_hash)
+                    existing = _select_request(connection, owner, request_id, request_hash)
                     if existing is not None:
                         return existing, False
                 now = _now_us()
                 try:
                     connection.execute(
-                        "INSERT INTO runs (name, portfolio_id, request_id, request_hash, state, config, "
-                        "create_us, update_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO runs (name, owner, portfolio_id, request_id, request_hash, state, config, "
+                        "create_us, update_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             name,
+                            owner,
                             portfolio_id,
                             request_id,
                             request_hash,
@@ -393,13 +492,15 @@ class RunStore:
 
         return await self._store.call(work)
 
-    async def find_request(self, request_id: str, request_hash: str | None = None) -> RunRecord | None:
-        """The run ``request_id`` created, if any; same ``InvalidArgument`` rule as ``create``.
+    async def find_request(
+        self, owner: str, request_id: str, request_hash: str | None = None
+    ) -> RunRecord | None:
+        """The run ``owner``'s ``request_id`` created, if any; same ``InvalidArgument`` rule as ``create``.
 
         Lets a service answer a retried request before it commits resources to a new run.
         """
         return await self._store.call(
-            lambda connection: _select_request(connection, request_id, request_hash)
+            lambda connection: _select_request(connection, owner, request_id, request_hash)
         )
 
     async def get(self, name: str) -> RunRecord:
@@ -457,14 +558,19 @@ class RunStore:
         *,
         page_size: int = 0,
         page_token: str = "",
+        owner: str | None = None,
         portfolio_id: str | None = None,
         states: Collection[RunState] | None = None,
+        with_result: bool = True,
+        max_bytes: int = MAX_PAGE_BYTES,
     ) -> RunPage:
-        """One page of runs, newest first (ties by name), optionally filtered by portfolio and state.
+        """One page of runs, newest first (ties by name), optionally filtered by owner, portfolio and state.
 
         ``page_size`` 0 means the default (50); larger than 1000 is coerced to 1000; negative is
-        ``InvalidArgument``. The token is signed and bound to the filter: a tampered token, or one used
-        with a different filter, is ``InvalidArgument``.
+        ``InvalidArgument``. A page also ends before its stored configs and results (results only
+        ``with_result``) pass ``max_bytes``, though it always holds at least one run. The token is signed
+        and bound to the filter: a tampered token, or one used with a different filter, is
+        ``InvalidArgument``.
         """
         if page_size < 0:
             raise InvalidArgument(
@@ -472,13 +578,17 @@ class RunStore:
             )
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         state_values = sorted({RunState(state).value for state in states}) if states else []
-        filter_hash = _filter_hash(portfolio_id, state_values)
+        filter_hash = _filter_hash(owner, portfolio_id, state_values)
         scope = f"runs:{filter_hash}"
         after = _page_key(page_tokens.verify(self._page_secret, scope, page_token)) if page_token else None
+        columns = _RUN_COLUMNS if with_result else _RUN_COLUMNS_WITHOUT_RESULT
 
-        def work(connection: sqlite3.Connection) -> list[Sequence[Any]]:
+        def work(connection: sqlite3.Connection) -> tuple[list[Sequence[Any]], bool]:
             clauses: list[str] = []
             parameters: list[Any] = []
+            if owner is not None:
+                clauses.append("owner = ?")
+                parameters.append(owner)
             if portfolio_id is not None:
                 clauses.append("portfolio_id = ?")
                 parameters.append(portfolio_id)
@@ -489,16 +599,24 @@ class RunStore:
                 clauses.append("(create_us < ? OR (create_us = ? AND name > ?))")
                 parameters.extend([after[0], after[0], after[1]])
             where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-            return connection.execute(  # type: ignore[no-any-return]
-                f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY create_us DESC, name ASC LIMIT ?",
+            cursor = connection.execute(
+                f"SELECT {columns} FROM runs {where} ORDER BY create_us DESC, name ASC LIMIT ?",
                 (*parameters, size + 1),
-            ).fetchall()
+            )
+            rows: list[Sequence[Any]] = []
+            read = 0
+            for row in cursor:  # one row at a time: a page never reads much beyond its byte budget
+                read += len(row[_CONFIG]) + len(row[_RESULT] or b"")
+                if len(rows) == size or (rows and read > max_bytes):
+                    return rows, True
+                rows.append(row)
+            return rows, False
 
-        rows = await self._store.call(work)
-        runs = [_run(row) for row in rows[:size]]
-        if len(rows) <= size:
+        rows, more = await self._store.call(work)
+        runs = [_run(row) for row in rows]
+        if not more:
             return RunPage(runs, "")
-        last = rows[size - 1]
+        last = rows[-1]
         return RunPage(runs, page_tokens.sign(self._page_secret, scope, [last[_CREATE_US], last[0]]))
 
     async def purge_expired(self) -> int:
@@ -543,17 +661,20 @@ def _page_key(payload: list[Any]) -> tuple[int, str]:
 def _select_run(connection: sqlite3.Connection, name: str) -> Sequence[Any]:
     row = connection.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ?", (name,)).fetchone()
     if row is None:
-        raise NotFound(
-            f"Simulation {name} does not exist.", reason="SIMULATION_NOT_FOUND", metadata={"name": name}
-        )
+        raise simulation_not_found(name)
     return row  # type: ignore[no-any-return]
 
 
+def simulation_not_found(name: str) -> NotFound:
+    """The error for a run that does not exist, or that the caller may not see (the two look the same)."""
+    return NotFound(f"Simulation {name} does not exist.", reason="SIMULATION_NOT_FOUND", metadata={"name": name})
+
+
 def _select_request(
-    connection: sqlite3.Connection, request_id: str, request_hash: str | None
+    connection: sqlite3.Connection, owner: str, request_id: str, request_hash: str | None
 ) -> RunRecord | None:
-    query = f"SELECT {_RUN_COLUMNS} FROM runs WHERE request_id = ?"
-    row = connection.execute(query, (request_id,)).fetchone()
+    query = f"SELECT {_RUN_COLUMNS} FROM runs WHERE owner = ? AND request_id = ?"
+    row = connection.execute(query, (owner, request_id)).fetchone()
     if row is None:
         return None
     existing = _run(row)
@@ -567,8 +688,9 @@ def _select_request(
     return existing
 
 
-def _filter_hash(portfolio_id: str | None, states: list[str]) -> str:
-    canonical = json.dumps({"portfolio_id": portfolio_id, "states": states}, sort_keys=True).encode()
+def _filter_hash(owner: str | None, portfolio_id: str | None, states: list[str]) -> str:
+    filters = {"owner": owner, "portfolio_id": portfolio_id, "states": states}
+    canonical = json.dumps(filters, sort_keys=True).encode()
     return hashlib.sha256(canonical).hexdigest()[:16]
 
 

@@ -1,5 +1,6 @@
 """What subscription filters look at in an event: its type and the portfolio, region and property it is
-about (api.md: filters AND together; an event that does not carry a filtered field does not match)."""
+about (api.md: filters AND together; an event that does not carry a filtered field does not match), and
+the owner of the simulation it is about: a subscriber without the admin scope gets only its own."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ EVENT_TYPES: dict[str, event_pb2.EventType.ValueType] = {
     "impact_analysis_completed": event_pb2.EVENT_TYPE_IMPACT_ANALYSIS_COMPLETED,
     "heartbeat": event_pb2.EVENT_TYPE_HEARTBEAT,
 }
+OWNED_EVENTS = frozenset({"simulation_progressed", "simulation_completed"})
 PORTFOLIO_EVENTS = frozenset(
     {
         "portfolio_updated",
@@ -38,6 +40,7 @@ class EventKey:
     portfolio_id: str = ""
     region_id: str = ""
     property_id: str = ""
+    owner: str | None = None  # set on events about one caller's simulation
 
 
 def event_key(event: event_pb2.Event) -> EventKey:
@@ -50,17 +53,20 @@ def event_key(event: event_pb2.Event) -> EventKey:
         portfolio_id=payload.portfolio_id if case in PORTFOLIO_EVENTS else "",
         region_id=payload.region_id if case == "market_risk_updated" else "",
         property_id=payload.property_id if case == "zone_classification_updated" else "",
+        owner=payload.owner if case in OWNED_EVENTS else None,
     )
 
 
 @dataclass(frozen=True)
 class EventFilter:
-    """Empty fields match everything; set fields must all match."""
+    """Empty fields match everything; set fields must all match. ``owner``: events about a simulation match
+    only if it is that owner's (None: any owner's, for admins)."""
 
     types: frozenset[event_pb2.EventType.ValueType] = frozenset()
     portfolio_id: str = ""
     region_id: str = ""
     property_id: str = ""
+    owner: str | None = None
 
     @classmethod
     def of(
@@ -69,12 +75,14 @@ class EventFilter:
         portfolio_id: str = "",
         region_id: str = "",
         property_id: str = "",
+        owner: str | None = None,
     ) -> EventFilter:
-        return cls(frozenset(types), portfolio_id, region_id, property_id)
+        return cls(frozenset(types), portfolio_id, region_id, property_id, owner)
 
     def matches(self, key: EventKey) -> bool:
         return (
-            (not self.types or key.type in self.types)
+            (self.owner is None or key.owner is None or key.owner == self.owner)
+            and (not self.types or key.type in self.types)
             and (not self.portfolio_id or key.portfolio_id == self.portfolio_id)
             and (not self.region_id or key.region_id == self.region_id)
             and (not self.property_id or key.property_id == self.property_id)

@@ -10,7 +10,7 @@ from equihome.type.v1 import metrics_pb2
 def simulation_progressed(simulation: simulation_pb2.Simulation) -> event_pb2.SimulationProgressed:
     return event_pb2.SimulationProgressed(
         name=simulation.name, portfolio_id=simulation.portfolio_id, state=simulation.state,
-        progress=simulation.progress,
+        progress=simulation.progress, owner=simulation.owner,
     )
 
 
@@ -18,7 +18,7 @@ def simulation_completed(simulation: simulation_pb2.Simulation) -> event_pb2.Sim
     """``simulation`` in a view with its result (SUMMARY); metrics only when it SUCCEEDED."""
     event = event_pb2.SimulationCompleted(
         name=simulation.name, portfolio_id=simulation.portfolio_id, state=simulation.state,
-        end_time=simulation.end_time,
+        end_time=simulation.end_time, owner=simulation.owner,
     )
     if simulation.HasField("error"):
         event.error.CopyFrom(simulation.error)

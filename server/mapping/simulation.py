@@ -59,12 +59,17 @@ def simulation_spec(
     *, display_name: str, portfolio_id: str, config_sent: simulation_config_pb2.SimulationConfig,
     config: SimulationConfig, book_snapshot: simulation_pb2.BookSnapshot | None = None,
 ) -> Simulation:
-    """What is fixed when a run is accepted; stored as the record's ``config`` bytes."""
+    """What is fixed when a run is accepted; stored as the record's ``config`` bytes. Explicit loans sent
+    in ``config_sent`` are not repeated in the effective config (no reply carries a book twice); a live
+    book, which the caller did not send, is there once."""
+    effective = engine_to_config(config)
+    if config_sent.book.loans and book_snapshot is None:
+        del effective.book.loans[:]
     return Simulation(
         display_name=display_name,
         portfolio_id=portfolio_id,
         config=config_sent,
-        effective_config=engine_to_config(config),
+        effective_config=effective,
         seed=config.monte_carlo.seed,
         engine_version=ENGINE_VERSION,
         progress=simulation_pb2.SimulationProgress(
@@ -102,6 +107,7 @@ def simulation_view(
     message = Simulation()
     message.CopyFrom(spec)
     message.name = record.name
+    message.owner = record.owner
     message.state = STATES[state]
     message.create_time.CopyFrom(_timestamp(record.create_time))
     if record.start_time is not None:

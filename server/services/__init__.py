@@ -19,6 +19,7 @@ from equihome.impact.v1 import impact_analysis_service_pb2, impact_analysis_serv
 from equihome.integration.v1 import integration_service_pb2, integration_service_pb2_grpc
 from equihome.optimization.v1 import optimization_service_pb2, optimization_service_pb2_grpc
 from equihome.simulation.v1 import simulation_service_pb2, simulation_service_pb2_grpc
+from server.admission import RunLimits
 from server.app import Lifecycle, ServiceBinding
 from server.jobs import JobRunner
 from server.observability import Metrics
@@ -98,6 +99,7 @@ def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
         deps.lifecycle,
         publish=deps.integrations.bus.publish_engine_event,
         books=LiveBooks(deps.integrations.mirror, deps.integrations.sync),
+        limits=RunLimits.from_settings(deps.settings),
     )
     return [
         binding(SIMULATION, simulation_service_pb2_grpc.add_SimulationServiceServicer_to_server, simulations),

@@ -15,6 +15,7 @@ import grpc
 
 from equihome.events.v1 import event_pb2, event_service_pb2
 from server.app import Lifecycle, ServiceBinding
+from server.auth import current_principal
 from server.errors import InvalidArgument
 from server.integration.bus import EventBus
 from server.integration.event_keys import EventFilter
@@ -46,15 +47,19 @@ class EventService:
     def SubscribeEvents(  # noqa: N802 (gRPC method name)
         self, request: event_service_pb2.SubscribeEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        """The stream itself, returned as is (one generator fewer per message on the hot path)."""
-        event_filter, start_after, heartbeat_s = subscription_parameters(request)
+        """The stream itself, returned as is (one generator fewer per message on the hot path). Events about
+        simulations reach only their owner, unless the caller holds the admin scope."""
+        caller = current_principal.get()
+        owner = None if caller is None or caller.is_admin else caller.subject
+        event_filter, start_after, heartbeat_s = subscription_parameters(request, owner)
         return event_stream(self._bus, event_filter, start_after, heartbeat_s)
 
 
 def subscription_parameters(
-    request: event_service_pb2.SubscribeEventsRequest,
+    request: event_service_pb2.SubscribeEventsRequest, owner: str | None = None
 ) -> tuple[EventFilter, int | None, float]:
-    """The filter, start cursor and heartbeat interval of ``request``; ``InvalidArgument`` lists problems."""
+    """The filter (limited to ``owner``'s simulations when given), start cursor and heartbeat interval of
+    ``request``; ``InvalidArgument`` lists problems."""
     problems = []
     for index, event_type in enumerate(request.event_types):
         if event_type not in KNOWN_TYPES:
@@ -73,7 +78,7 @@ def subscription_parameters(
     if problems:
         raise InvalidArgument("The subscription request is invalid.", problems, reason="FIELD_INVALID")
     event_filter = EventFilter.of(
-        request.event_types, request.portfolio_id, request.region_id, request.property_id
+        request.event_types, request.portfolio_id, request.region_id, request.property_id, owner
     )
     return event_filter, start_after, heartbeat_s
 

@@ -7,8 +7,14 @@ store and the next start marks it INTERRUPTED, so no run is ever lost. Runs acti
 from memory with live progress; finished runs from the store, through a cache of their views (a finished
 run never changes).
 
-A create that finds every worker busy and the queue full is refused (RESOURCE_EXHAUSTED with RetryInfo)
-before anything is stored: the job is submitted first, and the run is stored only once it is accepted.
+A create that finds every worker busy and the queue full, or its caller at its quota, is refused
+(RESOURCE_EXHAUSTED with RetryInfo) before anything is stored: the job is submitted first, and the run is
+stored only once it is accepted. Configs are admitted (bounds, engine validation, cost) on a small thread
+pool, never on the event loop.
+
+Every run belongs to the caller that created it (the token's subject). Callers see, watch, cancel, list and
+de-duplicate (``request_id``) only their own runs; to them another caller's run does not exist
+(SIMULATION_NOT_FOUND). Callers with the simulation:admin scope see every run.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import re
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,11 +37,13 @@ from equihome.events.v1 import event_pb2
 from equihome.simulation.v1 import simulation_config_pb2, simulation_pb2, simulation_service_pb2 as service_pb2
 from equihome.simulation.v1 import simulation_service_pb2_grpc
 from server import errors
+from server.admission import RunLimits, admit, check_bounds, served
 from server.app import Lifecycle
+from server.auth import Principal, current_principal
 from server.integration.live_books import LiveBooks
 from server.jobs import JobHandle, JobRunner, JobSnapshot, JobState
-from server.mapping.config import load_engine_config
 from server.mapping.events import simulation_completed, simulation_progressed
+from server.mapping.live_book import LiveBook
 from server.mapping.simulation import (
     LiveProgress,
     RUN_STATES,
@@ -46,7 +55,7 @@ from server.mapping.simulation import (
     simulation_view,
 )
 from server.services.simulation_job import SimulationJob, run_simulation
-from server.store import RunRecord, RunState, RunStore
+from server.store import RunRecord, RunState, RunStore, simulation_not_found
 from simulation import engine
 from simulation.config import SimulationConfig
 
@@ -55,7 +64,6 @@ log = logging.getLogger(__name__)
 Publish = Callable[[event_pb2.SimulationProgressed | event_pb2.SimulationCompleted], None]
 
 View = simulation_pb2.SimulationView
-BookSnapshot = simulation_pb2.BookSnapshot
 SimulationConfigMessage = simulation_config_pb2.SimulationConfig
 BASIC, SUMMARY, FULL = (
     simulation_pb2.SIMULATION_VIEW_BASIC,
@@ -66,13 +74,11 @@ BASIC, SUMMARY, FULL = (
 RUN_MAX_PATHS = 20_000  # RunSimulation's limit (docs/api.md)
 RUN_TIMEOUT_WITHOUT_DEADLINE_S = 60.0  # callers should set a deadline; this bounds those that do not
 DEADLINE_MARGIN_S = 0.1  # answer just before the caller's deadline, so it learns the reason
-MAX_WORKERS_PER_RUN = 1  # a job is one worker process; the runner's pool size is the server's parallelism
-MAX_CHUNK_PATHS = 1000  # about 0.5 s of the 100M fund per chunk on one core
 FULL_VIEW_KEEPS_PATHS_UP_TO = 25_000  # jobs this small keep per-path values for the FULL view
-DISPLAY_NAME_MAX_CHARS = 200
 MIN_UPDATE_INTERVAL_S = 0.1
 DEFAULT_UPDATE_INTERVAL_S = 1.0
-CACHED_VIEWS = 1024
+CACHED_VIEW_BYTES = 64 * 1024 * 1024  # finished runs' ready responses kept in memory
+ADMISSION_THREADS = 2  # configs admitted at once; more wait (each caller's unary budget bounds the wait)
 NAME_PATTERN = re.compile(r"simulations/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -96,74 +102,95 @@ class ActiveRun:
 
 class FinishedViews:
     """Views of finished runs, kept as ready GetSimulation responses (so a read copies nothing), least
-    recently used out. FULL views are not kept: they can be megabytes."""
+    recently used out once they hold ``max_bytes``. FULL views are not kept: they can be megabytes."""
 
-    def __init__(self, capacity: int):
-        self._capacity = capacity
-        self._views: OrderedDict[tuple[str, int], service_pb2.GetSimulationResponse] = OrderedDict()
+    def __init__(self, max_bytes: int):
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._views: OrderedDict[tuple[str, int], tuple[service_pb2.GetSimulationResponse, int]] = OrderedDict()
 
     def get(self, name: str, view: View.ValueType) -> service_pb2.GetSimulationResponse | None:
         """The kept response, unless the run has expired (the store deletes it soon after)."""
-        response = self._views.get((name, view))
-        if response is None:
+        kept = self._views.get((name, view))
+        if kept is None:
             return None
+        response = kept[0]
         if response.simulation.expire_time.ToDatetime(tzinfo=UTC) <= datetime.now(UTC):
-            del self._views[(name, view)]
+            self._drop((name, view))
             return None
         self._views.move_to_end((name, view))
         return response
 
     def put(self, name: str, view: View.ValueType, response: service_pb2.GetSimulationResponse) -> None:
-        if view == FULL:
+        if view == FULL or (name, view) in self._views:
             return
-        self._views[(name, view)] = response
-        while len(self._views) > self._capacity:
-            self._views.popitem(last=False)
+        size = response.ByteSize()
+        self._views[(name, view)] = (response, size)
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            self._drop(next(iter(self._views)))
+
+    def _drop(self, key: tuple[str, int]) -> None:
+        self._bytes -= self._views.pop(key)[1]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request's config admitted for running, and what is stored of the run."""
+
+    config: SimulationConfig  # as served: chunks and workers fitted to this server
+    spec: Simulation  # see ``simulation_spec``
+    spec_bytes: bytes
+    request_hash: str | None  # of a CreateSimulation that carries a request_id
 
 
 class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
     def __init__(
-        self, runs: RunStore, runner: JobRunner, lifecycle: Lifecycle, publish: Publish, books: LiveBooks
-    ):
+        self, runs: RunStore, runner: JobRunner, lifecycle: Lifecycle, publish: Publish, books: LiveBooks,
+        limits: RunLimits,
+    ):  # fmt: skip
         self._runs = runs
         self._runner = runner
         self._lifecycle = lifecycle
         self._publish = publish  # onto the event stream: SimulationProgressed, SimulationCompleted
         self._books = books  # the live book of a portfolio_id
+        self._limits = limits
         self._active: dict[str, ActiveRun] = {}
-        self._finished = FinishedViews(CACHED_VIEWS)
+        self._finished = FinishedViews(CACHED_VIEW_BYTES)
+        self._admission = ThreadPoolExecutor(ADMISSION_THREADS, thread_name_prefix="equihome-admission")
+        lifecycle.add_close_hook(self._close, name="config admission")
+
+    async def _close(self) -> None:
+        await asyncio.to_thread(self._admission.shutdown, wait=True, cancel_futures=True)
 
     # --- RPCs --------------------------------------------------------------------------------------
 
     async def CreateSimulation(
         self, request: service_pb2.CreateSimulationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.CreateSimulationResponse:
+        caller = _caller()
         sent = request.simulation
-        _check_display_name(sent.display_name)
         request_id = _request_id(request.request_id)
-        config, snapshot = await self._config(sent.config, sent.portfolio_id, "simulation")
-        spec = simulation_spec(
-            display_name=sent.display_name,
-            portfolio_id=sent.portfolio_id,
-            config_sent=sent.config,
-            config=config,
-            book_snapshot=snapshot,
-        )
+        prepared = await self._prepare(
+            sent.config, sent.portfolio_id, "simulation", display_name=sent.display_name,
+            request=request if request_id else None,
+        )  # fmt: skip
         if request.validate_only:
-            spec.state = Simulation.STATE_PENDING
-            return service_pb2.CreateSimulationResponse(simulation=spec)
-        request_hash = _request_hash(request) if request_id else None
+            prepared.spec.state = Simulation.STATE_PENDING
+            prepared.spec.owner = caller.subject
+            return service_pb2.CreateSimulationResponse(simulation=prepared.spec)
         if request_id is not None:
-            existing = await self._runs.find_request(request_id, request_hash)
+            existing = await self._runs.find_request(caller.subject, request_id, prepared.request_hash)
             if existing is not None:
                 return service_pb2.CreateSimulationResponse(simulation=self._view(existing, SUMMARY))
 
         name = f"simulations/{uuid.uuid4()}"
-        keep_paths = engine.path_count(config) <= FULL_VIEW_KEEPS_PATHS_UP_TO
-        handle = self._runner.submit(run_simulation, _job(config, keep_paths), job_id=name)
+        keep_paths = engine.path_count(prepared.config) <= FULL_VIEW_KEEPS_PATHS_UP_TO
+        job = _job(prepared.config, keep_paths)
+        handle = self._runner.submit(run_simulation, job, job_id=name, owner=caller.subject)
         admitted: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
         self._lifecycle.add_background_task(
-            self._store_and_follow(name, spec, handle, request_id, request_hash, admitted),
+            self._store_and_follow(name, caller.subject, prepared, handle, request_id, admitted),
             name=f"simulation {name}",
         )
         record = await asyncio.shield(admitted)
@@ -172,7 +199,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
     async def GetSimulation(
         self, request: service_pb2.GetSimulationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.GetSimulationResponse:
-        return await self._response(_name(request.name), _view_or(request.view, SUMMARY))
+        return await self._response(_name(request.name), _view_or(request.view, SUMMARY), _caller())
 
     async def ListSimulations(
         self, request: service_pb2.ListSimulationsRequest, context: grpc.aio.ServicerContext
@@ -184,11 +211,14 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
                 [("view", "FULL is not allowed in ListSimulations")],
                 reason="FIELD_INVALID",
             )
+        caller = _caller()
         page = await self._runs.list(
             page_size=request.page_size,
             page_token=request.page_token,
+            owner=None if caller.is_admin else caller.subject,
             portfolio_id=request.portfolio_id or None,
             states=[_run_state(state, index) for index, state in enumerate(request.states)],
+            with_result=view != BASIC,
         )
         return service_pb2.ListSimulationsResponse(
             simulations=[self._view(record, view) for record in page.runs],
@@ -199,11 +229,13 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
         self, request: service_pb2.CancelSimulationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.CancelSimulationResponse:
         name = _name(request.name)
+        caller = _caller()
         active = self._active.get(name)
         if active is None:
-            record = await self._runs.get(name)
+            record = _visible(await self._runs.get(name), caller)
         else:
-            self._runner.cancel(name)  # a queued job ends now; a running one after its current chunk
+            _visible(active.record, caller)
+            self._runner.cancel(name)  # a queued job ends now; a running one within about a second
             record = await asyncio.shield(active.finished)
         if record.state is not RunState.CANCELLED:
             raise errors.FailedPrecondition(
@@ -220,13 +252,15 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
         name = _name(request.name)
         view = _view_or(request.view, SUMMARY)
         interval = _update_interval(request)
-        async for snapshot in self._lifecycle.until_shutdown(self._watch(name, view, interval)):
+        async for snapshot in self._lifecycle.until_shutdown(self._watch(name, view, interval, _caller())):
             yield snapshot
 
     async def RunSimulation(
         self, request: service_pb2.RunSimulationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.RunSimulationResponse:
-        config, snapshot = await self._config(request.config, request.portfolio_id, "")
+        caller = _caller()
+        prepared = await self._prepare(request.config, request.portfolio_id, "", display_name="")
+        config = prepared.config
         paths = engine.path_count(config)
         if paths > RUN_MAX_PATHS:
             raise errors.InvalidArgument(
@@ -238,7 +272,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
             )
         view = _view_or(request.view, SUMMARY)
         received = datetime.now(UTC)
-        handle = self._runner.submit(run_simulation, _job(config, keep_paths=view == FULL))
+        handle = self._runner.submit(run_simulation, _job(config, keep_paths=view == FULL), owner=caller.subject)
         try:
             result = await asyncio.wait_for(handle.result(), _time_budget(context))
         except TimeoutError:
@@ -256,48 +290,66 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
         finally:
             if not handle.done():
                 self._runner.cancel(handle.job_id)  # the deadline passed or the caller went away
-        spec = simulation_spec(
-            display_name="", portfolio_id=request.portfolio_id, config_sent=request.config, config=config,
-            book_snapshot=snapshot,
-        )  # fmt: skip
         finished = datetime.now(UTC)
         record = RunRecord(
-            name="", portfolio_id=request.portfolio_id, state=RunState.SUCCEEDED, progress_done=paths,
+            name="", owner=caller.subject, portfolio_id=request.portfolio_id, state=RunState.SUCCEEDED,
+            progress_done=paths,
             progress_total=paths, config=b"", result=result, error=None, request_id=None, request_hash=None,
             create_time=received, update_time=finished, start_time=received, end_time=finished,
         )  # fmt: skip
-        simulation = simulation_view(record, view, spec=spec)
+        simulation = simulation_view(record, view, spec=prepared.spec)
         simulation.ClearField("expire_time")  # not stored, so never deleted
         return service_pb2.RunSimulationResponse(simulation=simulation)
 
-    async def _config(
-        self, sent: SimulationConfigMessage, portfolio_id: str, prefix: str
-    ) -> tuple[SimulationConfig, BookSnapshot | None]:
-        """The engine config of a request (``prefix`` locates its config and portfolio_id fields): the
-        config sent, or with a ``portfolio_id`` the portfolio's live book under it."""
-        path = f"{prefix}.config" if prefix else "config"
-        if not portfolio_id:
-            return _as_served(load_engine_config(sent, path)), None
-        field = f"{prefix}.portfolio_id" if prefix else "portfolio_id"
-        live = await self._books.config(portfolio_id, sent, path, field)
-        return _as_served(live.config), live.snapshot
-
     # --- Following a job ---------------------------------------------------------------------------
+
+    async def _prepare(
+        self,
+        sent: SimulationConfigMessage,
+        portfolio_id: str,
+        prefix: str,
+        *,
+        display_name: str,
+        request: service_pb2.CreateSimulationRequest | None = None,
+    ) -> Prepared:
+        """Admit a request's config and build the run's spec (``prefix`` locates its config and portfolio_id
+        fields): the config sent, or with a ``portfolio_id`` the portfolio's live book under it. The CPU work
+        runs on the admission threads (a large book takes seconds, which must never stall the event loop).
+        ``request``: fingerprint it for its request_id."""
+        path = f"{prefix}.config" if prefix else "config"
+        loop = asyncio.get_running_loop()
+        live: LiveBook | None = None
+        if portfolio_id:
+            await loop.run_in_executor(self._admission, check_bounds, sent, path)
+            field = f"{prefix}.portfolio_id" if prefix else "portfolio_id"
+            live = await self._books.config(portfolio_id, sent, path, field)
+
+        def work() -> Prepared:
+            config = served(live.config, path, self._limits) if live else admit(sent, path, self._limits)
+            spec = simulation_spec(
+                display_name=display_name, portfolio_id=portfolio_id, config_sent=sent, config=config,
+                book_snapshot=live.snapshot if live else None,
+            )  # fmt: skip
+            request_hash = _request_hash(request) if request is not None else None
+            return Prepared(config, spec, spec.SerializeToString(), request_hash)
+
+        return await loop.run_in_executor(self._admission, work)
 
     async def _store_and_follow(
         self,
         name: str,
-        spec: Simulation,
+        owner: str,
+        prepared: Prepared,
         handle: JobHandle,
         request_id: str | None,
-        request_hash: str | None,
         admitted: asyncio.Future[RunRecord],
     ) -> None:
         """Store the accepted run, answer the create through ``admitted``, then follow the job to its end."""
+        spec = prepared.spec
         try:
             record, created = await self._runs.create(
-                name, spec.SerializeToString(), portfolio_id=spec.portfolio_id,
-                request_id=request_id, request_hash=request_hash,
+                name, prepared.spec_bytes, owner=owner, portfolio_id=spec.portfolio_id,
+                request_id=request_id, request_hash=prepared.request_hash,
             )  # fmt: skip
         except BaseException as error:
             self._runner.cancel(name)
@@ -330,6 +382,9 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
             state = RunState.SUCCEEDED
         except errors.Cancelled:
             state = RunState.CANCELLED
+        except errors.ServiceError as failure:  # e.g. the run outgrew its worker's memory
+            log.warning("simulation %s failed: %s", name, failure.message, extra={"reason": failure.reason})
+            state, error = RunState.FAILED, errors.to_status(failure).SerializeToString()
         except Exception as failure:
             log.error("simulation %s failed", name, exc_info=failure, extra={"simulation": name})
             state, error = RunState.FAILED, errors.to_status(simulation_failed(name)).SerializeToString()
@@ -356,12 +411,13 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
                 self._publish(simulation_progressed(self._view(active.record, BASIC)))
 
     async def _watch(
-        self, name: str, view: View.ValueType, interval: float
+        self, name: str, view: View.ValueType, interval: float, caller: Principal
     ) -> AsyncIterator[service_pb2.WatchSimulationResponse]:
         active = self._active.get(name)
         if active is None:  # finished: its final snapshot is all there is
-            yield _watch_response((await self._response(name, view)).simulation)
+            yield _watch_response((await self._response(name, view, caller)).simulation)
             return
+        _visible(active.record, caller)
         check_view(active.spec, view)
         last = _watch_response(self._view(active.record, BASIC))
         yield last
@@ -379,13 +435,17 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
 
     # --- Views -------------------------------------------------------------------------------------
 
-    async def _response(self, name: str, view: View.ValueType) -> service_pb2.GetSimulationResponse:
+    async def _response(
+        self, name: str, view: View.ValueType, caller: Principal
+    ) -> service_pb2.GetSimulationResponse:
         if name not in self._active:
             cached = self._finished.get(name, view)
             if cached is not None:
+                if not (caller.is_admin or cached.simulation.owner == caller.subject):
+                    raise simulation_not_found(name)
                 return cached
-            return self._response_for(await self._runs.get(name), view)
-        return self._response_for(self._active[name].record, view)
+            return self._response_for(_visible(await self._runs.get(name), caller), view)
+        return self._response_for(_visible(self._active[name].record, caller), view)
 
     def _view(self, record: RunRecord, view: View.ValueType) -> Simulation:
         """``record`` in ``view``, with live progress while it is active here."""
@@ -441,14 +501,19 @@ def _run_state(state: Simulation.State.ValueType, index: int) -> RunState:
     return RUN_STATES[state]
 
 
-def _check_display_name(display_name: str) -> None:
-    if len(display_name) > DISPLAY_NAME_MAX_CHARS:
-        raise errors.InvalidArgument(
-            f"display_name has more than {DISPLAY_NAME_MAX_CHARS} characters.",
-            [("simulation.display_name", f"at most {DISPLAY_NAME_MAX_CHARS} characters")],
-            reason="FIELD_INVALID",
-            metadata={"max_chars": str(DISPLAY_NAME_MAX_CHARS)},
-        )
+def _caller() -> Principal:
+    """The caller of the current RPC, as the auth interceptor verified it."""
+    principal = current_principal.get()
+    if principal is None:
+        raise RuntimeError("no authenticated caller: SimulationService runs behind the auth interceptor")
+    return principal
+
+
+def _visible(record: RunRecord, caller: Principal) -> RunRecord:
+    """``record`` if ``caller`` may see it; to anyone else it does not exist."""
+    if caller.is_admin or record.owner == caller.subject:
+        return record
+    raise simulation_not_found(record.name)
 
 
 def _request_id(request_id: str) -> str | None:
@@ -482,16 +547,6 @@ def _update_interval(request: service_pb2.WatchSimulationRequest) -> float:
             reason="FIELD_INVALID",
         )
     return seconds
-
-
-def _as_served(config: SimulationConfig) -> SimulationConfig:
-    """The config as this server runs it: one worker process per job, and chunks small enough that a
-    cancel (checked between chunks) lands within a second. Results do not depend on either."""
-    mc = config.monte_carlo
-    served = {"workers": min(mc.workers, MAX_WORKERS_PER_RUN), "chunk_paths": min(mc.chunk_paths, MAX_CHUNK_PATHS)}
-    if served == {"workers": mc.workers, "chunk_paths": mc.chunk_paths}:
-        return config
-    return config.model_copy(update={"monte_carlo": mc.model_copy(update=served)})
 
 
 def _job(config: SimulationConfig, keep_paths: bool) -> SimulationJob:

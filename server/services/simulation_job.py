@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from server.jobs import JobCancelled, JobReporter
+from server.workers import JobCancelled, JobReporter
 from server.mapping.result import result_to_proto
 from server.mapping.simulation import RUN_PARALLELISM
 from simulation import engine, executors

@@ -240,6 +240,7 @@ def test_resources_mark_name_and_output_fields() -> None:
         "end_time",
         "expire_time",
         "book_snapshot",
+        "owner",
     }
     states = [v.name for v in simulation.enum_types_by_name["State"].values]
     assert states == [

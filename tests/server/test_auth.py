@@ -209,7 +209,7 @@ def test_dev_key_is_private_and_refused_when_readable_by_others(tmp_path: Path) 
 def test_unknown_scope_is_refused_when_issuing() -> None:
     key = jwk.generate_key("EC", "P-256", auto_kid=True)
     with pytest.raises(ValueError, match="unknown scope"):
-        sign_token(key, scopes=["simulation:admin"], issuer="i", audience="a")
+        sign_token(key, scopes=["simulation:superuser"], issuer="i", audience="a")
 
 
 class _Jwks:

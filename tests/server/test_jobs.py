@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import grpc
+import psutil
 import pytest
 
 from server import errors
-from server.jobs import JobRunner, JobSnapshot, JobState
+from server.jobs import JobRunner, JobSnapshot, JobState, RunOutOfMemory, WorkerDied
 from server.observability import Metrics
 from server.settings import Settings
 from tests.server import toy_jobs
@@ -152,3 +154,67 @@ async def test_shutdown_can_wait_for_running_jobs_instead(settings: Settings) ->
 
     assert await handle.result() == {"counted": 5}
     assert metrics.sample("equihome_runs_in_flight") == 0
+
+
+async def test_a_cancel_the_job_ignores_kills_its_worker_and_the_slot_recovers() -> None:
+    async with JobRunner(max_running=1, max_queued=1, progress_interval=0, cancel_grace_s=0.2) as runner:
+        handle = runner.submit(toy_jobs.stubborn, {"seconds": 60})
+        await first_progress(runner, handle.job_id)
+        (worker_pid,) = runner.worker_pids()
+
+        runner.cancel(handle.job_id)
+        with pytest.raises(errors.Cancelled):
+            await handle.result()
+        after = await runner.submit(toy_jobs.pid, None).result()
+
+    assert not psutil.pid_exists(worker_pid) or psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE
+    assert after != worker_pid  # a fresh worker took the slot
+
+
+async def test_a_run_beyond_the_memory_limit_fails_alone_and_the_worker_is_replaced() -> None:
+    async with JobRunner(max_running=1, max_queued=1, memory_bytes=700 * 1024 * 1024) as runner:
+        small = await runner.submit(toy_jobs.hog, {"mib": 50}).result()
+        with pytest.raises(RunOutOfMemory) as refused:
+            await runner.submit(toy_jobs.hog, {"mib": 2048}).result()
+        again = await runner.submit(toy_jobs.hog, {"mib": 50}).result()
+
+    assert (small, again) == (50, 50)
+    assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.value.reason == "RUN_MEMORY_EXHAUSTED"
+    assert refused.value.metadata["max_bytes"] == str(700 * 1024 * 1024)
+
+
+async def test_a_worker_killed_from_outside_fails_only_its_own_job() -> None:
+    async with JobRunner(max_running=2, max_queued=0, progress_interval=0) as runner:
+        victim = runner.submit(toy_jobs.stubborn, {"seconds": 60})
+        bystander = runner.submit(toy_jobs.count, {"n": 30})
+        await first_progress(runner, victim.job_id)
+        victim_pid = next(pid for pid in runner.worker_pids() if pid != await_pid_of(runner, bystander))
+        psutil.Process(victim_pid).kill()
+
+        with pytest.raises(WorkerDied):
+            await victim.result()
+        assert await bystander.result() == {"counted": 30}
+
+
+def await_pid_of(runner: JobRunner, handle: object) -> int:
+    """The pid of the worker running ``handle`` (the job runner keeps one worker per slot)."""
+    job = runner._jobs[handle.job_id]  # type: ignore[attr-defined]
+    assert job.worker is not None and job.worker.pid is not None
+    return job.worker.pid
+
+
+async def test_one_owner_cannot_take_more_than_its_quota() -> None:
+    async with JobRunner(max_running=1, max_queued=4, max_per_owner=2) as runner:
+        mine = [runner.submit(toy_jobs.spin, {}, owner="alice") for _ in range(2)]
+        with pytest.raises(errors.ResourceExhausted) as refused:
+            runner.submit(toy_jobs.spin, {}, owner="alice")
+        theirs = runner.submit(toy_jobs.spin, {}, owner="bob")
+        runner.cancel(mine[1].job_id)
+        again = runner.submit(toy_jobs.spin, {}, owner="alice")  # a slot of alice's quota came back
+        for handle in (*mine, theirs, again):
+            runner.cancel(handle.job_id)
+
+    assert refused.value.reason == "RUN_QUOTA_EXHAUSTED"
+    assert refused.value.metadata == {"owner": "alice", "max_active_runs": "2"}
+    assert refused.value.retry_after > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import sqlite3
+import stat
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from server import errors
-from server.store import DATABASE_FILE, SCHEMA_VERSION, RunState, Store
+from server.store import _MIGRATIONS, DATABASE_FILE, SCHEMA_VERSION, DataDirInUse, RunState, Store
 
 
 @pytest.fixture
@@ -53,12 +54,12 @@ async def test_request_id_reused_for_another_request_is_refused(store: Store) ->
 
 
 async def test_find_request_answers_a_retry_before_anything_is_created(store: Store) -> None:
-    assert await store.runs.find_request("req-1", "h1") is None
+    assert await store.runs.find_request("", "req-1", "h1") is None
     first, _ = await store.runs.create("simulations/a", b"config-1", request_id="req-1", request_hash="h1")
 
-    assert await store.runs.find_request("req-1", "h1") == first
+    assert await store.runs.find_request("", "req-1", "h1") == first
     with pytest.raises(errors.InvalidArgument) as reused:
-        await store.runs.find_request("req-1", "h2")
+        await store.runs.find_request("", "req-1", "h2")
     assert reused.value.reason == "REQUEST_ID_REUSED"
 
 
@@ -228,3 +229,85 @@ async def test_purge_deletes_runs_a_week_after_they_end_and_forgets_old_request_
     assert (await store.runs.get("simulations/unfinished")).state is RunState.PENDING
     _, created = await store.runs.create("simulations/again", b"config", request_id="req-recent", request_hash="x")
     assert created  # the request id was forgotten, so it no longer maps to the old run
+
+
+async def test_request_ids_belong_to_their_owner(store: Store) -> None:
+    alices, _ = await store.runs.create("simulations/a", b"c", owner="alice", request_id="r", request_hash="h")
+    again, created_again = await store.runs.create(
+        "simulations/a2", b"c", owner="alice", request_id="r", request_hash="h"
+    )
+    bobs, bob_created = await store.runs.create("simulations/b", b"c", owner="bob", request_id="r", request_hash="x")
+
+    assert (again.name, created_again) == ("simulations/a", False)
+    assert (bobs.name, bob_created, bobs.owner) == ("simulations/b", True, "bob")  # another owner's id is not his
+    assert await store.runs.find_request("carol", "r") is None
+    assert [run.name for run in (await store.runs.list(owner="alice")).runs] == ["simulations/a"]
+    assert {run.name for run in (await store.runs.list()).runs} == {"simulations/a", "simulations/b"}
+
+
+async def test_a_page_ends_before_its_stored_bytes_pass_the_budget(store: Store) -> None:
+    for index in range(5):
+        await store.runs.create(f"simulations/{index}", b"c" * 1000)
+        await store.runs.update(f"simulations/{index}", state=RunState.SUCCEEDED, result=b"r" * 1000)
+
+    seen, pages, token = [], 0, ""
+    while True:
+        page = await store.runs.list(page_size=10, page_token=token, max_bytes=4500)
+        seen += [run.name for run in page.runs]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    without_results = await store.runs.list(page_size=10, max_bytes=4500, with_result=False)
+    one_too_big = await store.runs.list(page_size=10, max_bytes=10)
+
+    assert pages == 3 and sorted(seen) == [f"simulations/{index}" for index in range(5)]  # 2 + 2 + 1 runs
+    assert len(without_results.runs) == 4 and all(run.result is None for run in without_results.runs)
+    assert len(one_too_big.runs) == 1  # a page always holds a run
+
+
+async def test_a_database_of_schema_2_gains_owners(tmp_path: Path) -> None:
+    """Runs stored before owners were recorded keep everything else and get the owner ''."""
+    connection = sqlite3.connect(tmp_path / DATABASE_FILE, isolation_level=None)
+    for statement in ";".join(_MIGRATIONS[:2]).split(";"):
+        if statement.strip():
+            connection.execute(statement)
+    connection.execute("PRAGMA user_version = 2")
+    connection.execute(
+        "INSERT INTO runs (name, request_id, request_hash, state, config, result, create_us, update_us) "
+        "VALUES ('simulations/old', 'r', 'h', 'SUCCEEDED', x'01', x'02', 1, 2)"
+    )
+    connection.close()
+
+    store = await Store.open(tmp_path)
+    try:
+        old = await store.runs.get("simulations/old")
+        replayed = await store.runs.find_request("", "r", "h")
+        version = await store.call(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        await store.close()
+
+    assert (old.owner, old.state, old.config, old.result, old.request_id) == ("", RunState.SUCCEEDED, b"\x01",
+                                                                              b"\x02", "r")  # fmt: skip
+    assert replayed == old
+    assert version == SCHEMA_VERSION == 4
+
+
+async def test_the_data_directory_is_private_and_held_by_one_store(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    (data_dir / DATABASE_FILE).touch()
+    (data_dir / DATABASE_FILE).chmod(0o644)
+    store = await Store.open(data_dir)
+    try:
+        with pytest.raises(DataDirInUse, match="in use by another"):
+            await Store.open(data_dir)
+        modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in [data_dir, *data_dir.iterdir()]}
+    finally:
+        await store.close()
+    reopened = await Store.open(data_dir)  # the lock went with the first store
+    await reopened.close()
+
+    assert modes.pop("data") == 0o700
+    assert set(modes.values()) == {0o600}, modes

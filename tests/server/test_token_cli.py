@@ -37,7 +37,7 @@ async def test_all_scopes_and_refusals(tmp_path: Path, capsys: pytest.CaptureFix
     principal = await verifier_from_settings(Settings(data_dir=data_dir)).verify(token)
     assert principal.scopes == set(SCOPES)
 
-    for bad in (["token", "--data-dir", str(data_dir)], ["token", "--scope", "simulation:admin"]):
+    for bad in (["token", "--data-dir", str(data_dir)], ["token", "--scope", "simulation:superuser"]):
         with pytest.raises(SystemExit) as refused:
             cli_main(bad)
         assert refused.value.code == 2

@@ -32,3 +32,24 @@ def spin(payload: dict[str, Any], reporter: JobReporter) -> str:
 def fail(payload: str, reporter: JobReporter) -> None:
     reporter.progress(1, 2)
     raise ValueError(f"bad payload: {payload}")
+
+
+def stubborn(payload: dict[str, Any], reporter: JobReporter) -> str:
+    """Never looks at its cancel flag (like one long chunk of work): only killing its worker stops it."""
+    reporter.progress(1, 0)
+    time.sleep(float(payload.get("seconds", 60)))
+    return "finished"
+
+
+def hog(payload: dict[str, Any], reporter: JobReporter) -> int:
+    """Allocates ``payload["mib"]`` MiB, touching every page, and returns how many it holds."""
+    reporter.progress(1, 0)
+    blocks = [bytearray(1024 * 1024) for _ in range(int(payload["mib"]))]
+    return len(blocks)
+
+
+def pid(payload: Any, reporter: JobReporter) -> int:
+    """The worker's process id."""
+    import os
+
+    return os.getpid()

@@ -206,7 +206,7 @@ def stored(config: SimulationConfig, result: bytes | None, state: RunState, done
     now = datetime(2026, 1, 1, tzinfo=UTC)
     spec = spec_of(config)
     return RunRecord(
-        name="simulations/x", portfolio_id="p", state=state, progress_done=done,
+        name="simulations/x", owner="alice", portfolio_id="p", state=state, progress_done=done,
         progress_total=engine.path_count(config), config=spec.SerializeToString(), result=result, error=None,
         request_id=None, request_hash=None, create_time=now, update_time=now, start_time=now,
         end_time=now + timedelta(seconds=2) if state.terminal else None,

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.api import field_behavior_pb2
 from google.protobuf import symbol_database
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.errors import ErrorDetails
@@ -38,9 +40,28 @@ async def test_every_service_reports_serving(service: Service) -> None:
     assert statuses == [health_pb2.HealthCheckResponse.SERVING] * 5
 
 
+def with_required_fields(message: Message) -> Message:
+    """``message`` with every REQUIRED field set to some value, so a call gets past the request checks."""
+    for field in message.DESCRIPTOR.fields:
+        if field_behavior_pb2.REQUIRED not in field.GetOptions().Extensions[field_behavior_pb2.field_behavior]:
+            continue
+        value = getattr(message, field.name)
+        if field.message_type is not None:
+            with_required_fields(value.add() if field.is_repeated else value)
+            if not field.is_repeated:
+                value.SetInParent()
+        elif field.is_repeated:
+            value.append(1 if field.enum_type is not None else "x")
+        elif field.enum_type is not None:
+            setattr(message, field.name, 1)
+        elif field.type == field.TYPE_STRING:
+            setattr(message, field.name, "x")
+    return message
+
+
 async def call_once(channel: grpc.aio.Channel, method: MethodDescriptor, metadata: Metadata) -> ErrorDetails:
-    """Call ``method`` with an empty request, expecting it to fail."""
-    request = symbol_database.Default().GetSymbol(method.input_type.full_name)()
+    """Call ``method`` with a request holding only its REQUIRED fields, expecting it to fail."""
+    request = with_required_fields(symbol_database.Default().GetSymbol(method.input_type.full_name)())
     path = f"/{method.containing_service.full_name}/{method.name}"
     if method.server_streaming:
         stream = channel.unary_stream(path, request_serializer=type(request).SerializeToString)

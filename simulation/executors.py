@@ -129,6 +129,7 @@ def _spread(pool: Executor, parallelism: int, plan: Plan, cancelled: CancelCheck
     finally:
         for future in running:
             future.cancel()
+        wait(running)  # a chunk already computing cannot be interrupted: leave nothing running behind the run
 
 
 _pools: dict[int, ProcessPool] = {}

@@ -187,36 +187,47 @@ def run_ledger(params: ModelParams, flows: LoanFlows, cost: Costs) -> Ledger:
     topup_until = fund.reinvestment_period_years * MONTHS_PER_YEAR
     monthly_rate = (1.0 + fund.cash_rate) ** (1.0 / MONTHS_PER_YEAR) - 1.0
 
-    calls, distributions, cash_out, interest_out = (np.zeros((n_paths, m + 1)) for _ in range(4))
-    capital, earned = np.zeros(n_paths), np.zeros(n_paths)
-    unfunded = np.full(n_paths, fund.size)
-    for month in range(m + 1):
-        interest = (capital + earned) * monthly_rate
-        earned = earned + interest + kept[:, month] - spent[:, month]
-        capital = capital - flows.originations[:, month] + np.minimum(earned, 0.0)
-        earned = np.maximum(earned, 0.0)
-        short = capital < 0.0
-        floor = np.where(short, reserve[:, month], 0.0) if month <= topup_until else 0.0
-        call = np.clip(np.maximum.reduce([np.full(n_paths, scheduled[month]), -capital,
-                                          floor - capital - earned]), 0.0, unfunded)
-        capital += call
-        unfunded -= call
-        cash = capital + earned
-        if month == m:
-            paid = np.maximum(cash, 0.0)
-        elif month % fund.distribution_frequency_months == 0 and month > 0:
-            keep = np.where(unfunded > 0.0, reserve[:, month], np.maximum(reserve[:, month], costs_to_come[:, month]))
-            held = np.minimum(pending[:, month], np.maximum(capital - keep, 0.0))
-            paid = np.maximum(0.0, cash - keep - held)
-        else:
-            paid = np.zeros(n_paths)
-        from_earned = np.minimum(paid, earned)
-        earned -= from_earned
-        capital -= paid - from_earned
-        calls[:, month], distributions[:, month] = call, paid
-        cash_out[:, month], interest_out[:, month] = capital + earned, interest
-    return Ledger(calls=calls, distributions=distributions, cash=cash_out, interest=interest_out,
-                  reserve_target=reserve)
+    distribution_month = np.zeros(m + 1, dtype=np.bool_)
+    distribution_month[fund.distribution_frequency_months::fund.distribution_frequency_months] = True
+    calls, distributions, cash, interest = _move_cash(
+        kept, spent, flows.originations, reserve, costs_to_come, pending, scheduled, distribution_month,
+        int(np.floor(topup_until)), monthly_rate, fund.size)
+    return Ledger(calls=calls, distributions=distributions, cash=cash, interest=interest, reserve_target=reserve)
+
+
+@njit(cache=True, nogil=True)
+def _move_cash(kept, spent, initial, reserve, costs_to_come, pending, scheduled, distribution_month, topup_until,
+               monthly_rate, size):
+    """The month-by-month rules of ``run_ledger``, path by path."""
+    n_paths, points = kept.shape
+    last = points - 1
+    calls, distributions = np.zeros((n_paths, points)), np.zeros((n_paths, points))
+    cash_out, interest_out = np.zeros((n_paths, points)), np.zeros((n_paths, points))
+    for p in range(n_paths):
+        capital, earned, unfunded = 0.0, 0.0, size
+        for month in range(points):
+            interest = (capital + earned) * monthly_rate
+            earned = earned + interest + kept[p, month] - spent[p, month]
+            capital = capital - initial[p, month] + min(earned, 0.0)
+            earned = max(earned, 0.0)
+            floor = reserve[p, month] if month <= topup_until and capital < 0.0 else 0.0
+            call = min(max(max(scheduled[month], -capital, floor - capital - earned), 0.0), unfunded)
+            capital += call
+            unfunded -= call
+            cash = capital + earned
+            paid = 0.0
+            if month == last:
+                paid = max(cash, 0.0)
+            elif distribution_month[month]:
+                keep = reserve[p, month] if unfunded > 0.0 else max(reserve[p, month], costs_to_come[p, month])
+                held = min(pending[p, month], max(capital - keep, 0.0))
+                paid = max(0.0, cash - keep - held)
+            from_earned = min(paid, earned)
+            earned -= from_earned
+            capital -= paid - from_earned
+            calls[p, month], distributions[p, month] = call, paid
+            cash_out[p, month], interest_out[p, month] = capital + earned, interest
+    return calls, distributions, cash_out, interest_out
 
 
 def _reserve_target(params: ModelParams, spent: np.ndarray) -> np.ndarray:

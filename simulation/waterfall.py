@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 COMPOUNDING_MODES: tuple[str, ...] = ("annual", "quarterly", "monthly", "continuous", "simple")
 _COMPOUNDINGS_PER_YEAR = {"annual": 1, "quarterly": 4, "monthly": 12}
@@ -135,40 +136,6 @@ class EuropeanResult(_LpClassSplit):
         return self.unpaid_preferred[:, -1]
 
 
-class _HurdleAccount:
-    """Per-path state of §3.2: the hurdle account ``H = K + P`` and the cumulative tier-2/3 cash."""
-
-    def __init__(self, paths: int, terms: WaterfallTerms):
-        self.terms = terms
-        self.unreturned = np.zeros(paths)  # K
-        self.unpaid_pref = np.zeros(paths)  # P
-        self.pref_paid = np.zeros(paths)  # Pref_cum
-        self.catch_up_paid = np.zeros(paths)  # X_cum, both sides of tier 3
-
-    def accrue(self, dt: float) -> None:
-        self.unpaid_pref += preferred_accrual(self.unreturned, self.unpaid_pref, dt, self.terms)
-
-    def contribute(self, amount: np.ndarray) -> None:
-        self.unreturned += amount
-
-    def distribute(self, amount: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Run ``amount`` through tiers 1-4; return the cash of each tier (tier 3 both sides)."""
-        capital = np.minimum(amount, self.unreturned)
-        self.unreturned -= capital
-        remaining = amount - capital
-
-        pref = np.minimum(remaining, self.unpaid_pref)
-        self.unpaid_pref -= pref
-        self.pref_paid += pref
-        remaining -= pref
-
-        # The target grows whenever more preferred return is paid, so it is recomputed every time.
-        catch_up_target = self.terms.catch_up_per_pref * self.pref_paid
-        catch_up = np.clip(catch_up_target - self.catch_up_paid, 0.0, remaining)
-        self.catch_up_paid += catch_up
-        return capital, pref, catch_up, remaining - catch_up
-
-
 def preferred_accrual(
     unreturned: np.ndarray, unpaid_pref: np.ndarray, dt: float | np.ndarray, terms: WaterfallTerms
 ) -> np.ndarray:
@@ -208,18 +175,12 @@ def european(
     times = _grid(times, contributions.shape[1])
     paths, periods = distributions.shape
 
-    account = _HurdleAccount(paths, terms)
-    tiers = np.zeros((4, paths, periods))
-    unreturned = np.empty((paths, periods))
-    unpaid_pref = np.empty((paths, periods))
-    for t in range(periods):
-        if t > 0:
-            account.accrue(times[t] - times[t - 1])
-        account.contribute(contributions[:, t])
-        tiers[:, :, t] = account.distribute(distributions[:, t])
-        unreturned[:, t] = account.unreturned
-        unpaid_pref[:, t] = account.unpaid_pref
-
+    dt = np.diff(times)
+    simple = terms.compounding == "simple"
+    # growth of the hurdle account over each period (or h·dt on capital alone, for simple accrual)
+    accrual = terms.hurdle_rate * dt if simple else preferred_accrual(np.ones_like(dt), np.zeros_like(dt), dt, terms)
+    tiers, unreturned, unpaid_pref = _hurdle_account(contributions, distributions, accrual, simple,
+                                                     terms.catch_up_per_pref)
     capital, pref, catch_up, split = tiers
     catch_up_gp = terms.catch_up_rate * catch_up
     split_gp = terms.carry_rate * split
@@ -235,6 +196,36 @@ def european(
         unpaid_preferred=unpaid_pref,
         gp_commitment=terms.gp_commitment,
     )
+
+
+@njit(cache=True, nogil=True)
+def _hurdle_account(contributions, distributions, accrual, simple, catch_up_per_pref):
+    """§3.2 per path, period by period: the hurdle account ``H = K + P`` accrues, takes the period's
+    contribution, then pays the distribution through tiers 1-4 (tier 3 both sides). Returns the tiers
+    ``(4, P, T)``, and ``K`` and ``P`` after each period."""
+    paths, periods = distributions.shape
+    tiers = np.zeros((4, paths, periods))
+    unreturned_out, unpaid_out = np.empty((paths, periods)), np.empty((paths, periods))
+    for p in range(paths):
+        unreturned = unpaid_pref = pref_paid = catch_up_paid = 0.0  # K, P, Pref_cum, X_cum
+        for t in range(periods):
+            if t > 0:
+                unpaid_pref += accrual[t - 1] * unreturned if simple else (unreturned + unpaid_pref) * accrual[t - 1]
+            unreturned += contributions[p, t]
+            remaining = distributions[p, t]
+            capital = min(remaining, unreturned)
+            unreturned -= capital
+            remaining -= capital
+            pref = min(remaining, unpaid_pref)
+            unpaid_pref -= pref
+            pref_paid += pref
+            remaining -= pref
+            # The target grows whenever more preferred return is paid, so it is recomputed every time.
+            catch_up = min(max(catch_up_per_pref * pref_paid - catch_up_paid, 0.0), remaining)
+            catch_up_paid += catch_up
+            tiers[0, p, t], tiers[1, p, t], tiers[2, p, t], tiers[3, p, t] = capital, pref, catch_up, remaining - catch_up
+            unreturned_out[p, t], unpaid_out[p, t] = unreturned, unpaid_pref
+    return tiers, unreturned_out, unpaid_out
 
 
 def _fee_offset(carry: np.ndarray, management_fees: np.ndarray | None, terms: WaterfallTerms) -> np.ndarray:

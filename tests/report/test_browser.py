@@ -2,7 +2,7 @@
 every chart rendered, no console error, no request but the file itself, and a screenshot kept under
 ``test-artifacts/`` (gitignored; ``EQUIHOME_TEST_ARTIFACTS`` moves it).
 
-Without Chromium the test is skipped with the reason, unless ``EQUIHOME_REQUIRE_BROWSER=1`` (set by
+Without Chromium the test is skipped with the reason, unless ``REQUIRE_BROWSER_TEST=1`` (set by
 ``.ci/run``, which installs it): then a missing browser fails the test.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from tests.report.conftest import REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-REQUIRE_ENV = "EQUIHOME_REQUIRE_BROWSER"
+REQUIRE_ENV = "REQUIRE_BROWSER_TEST"
 ARTIFACTS = Path(os.environ.get("EQUIHOME_TEST_ARTIFACTS", REPO / "test-artifacts"))
 CHROMIUM_FLAGS = [
     "--no-sandbox",

@@ -47,6 +47,7 @@ SCOPES: tuple[str, ...] = (
     "simulation:read",
     "simulation:write",
     "impact:write",
+    "optimization:read",
     "optimization:write",
     "events:read",
     "integration:read",

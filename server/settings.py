@@ -161,6 +161,16 @@ class Settings(BaseModel):
     integration_sandbox_extensions: str = Field(
         "", description="extensions to the guide the built-in sandbox adds, comma-separated (docs/sandbox.md)"
     )
+    # Automatic re-optimisation after TLS zone and market-risk changes (docs/api.md, OptimizationService).
+    reoptimize: bool = Field(True, description="re-optimise the watched portfolios after TLS changes (integrations on)")
+    reoptimize_portfolios: str = Field(
+        "", description="portfolios re-optimised, comma-separated (default: the mirrored portfolios)"
+    )
+    reoptimize_debounce_s: float = Field(5.0, gt=0, le=3600, description="quiet period that ends a burst of changes")
+    reoptimize_threshold: float = Field(
+        0.02, ge=0, le=1, description="send only when a zone weight moved more than this since the last send"
+    )
+    reoptimize_paths: int = Field(1000, ge=100, le=20_000, description="paths of an automatic re-optimisation")
     event_retention_hours: float = Field(24.0, gt=0, description="how long events stay resumable")
     event_subscriber_buffer: int = Field(1024, ge=1, description="events buffered per subscriber before cut-off")
 
@@ -192,6 +202,7 @@ class Settings(BaseModel):
         "integration_mirror_portfolios",
         "integration_mirror_regions",
         "integration_sandbox_extensions",
+        "reoptimize_portfolios",
     )
     @classmethod
     def _id_list(cls, value: str, info: ValidationInfo) -> str:

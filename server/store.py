@@ -210,6 +210,19 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_by_state ON runs (state, create_us DESC, name);
     CREATE INDEX runs_of_owner ON runs (owner, create_us DESC, name);
     """,
+    # 5: allocation optimisations, by optimization_id (owner '' for automatic re-optimisations)
+    """
+    CREATE TABLE optimizations (
+        optimization_id TEXT PRIMARY KEY,
+        owner           TEXT NOT NULL,
+        portfolio_id    TEXT NOT NULL DEFAULT '',
+        automatic       INTEGER NOT NULL DEFAULT 0,
+        sent            INTEGER NOT NULL DEFAULT 0,
+        body            BLOB NOT NULL,
+        create_us       INTEGER NOT NULL
+    );
+    CREATE INDEX optimizations_sent_by_portfolio ON optimizations (portfolio_id, sent, create_us DESC);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -279,6 +292,7 @@ class Store:
         self._lock = lock
         self.runs = RunStore(self, page_secret)
         self.events = EventLog(self)
+        self.optimizations = OptimizationStore(self)
 
     @classmethod
     async def open(cls, data_dir: Path, *, busy_timeout_ms: int = 5000) -> Store:
@@ -779,3 +793,71 @@ class EventLog:
             return deleted
 
         return await self._store.call(work)
+
+
+@dataclass(frozen=True)
+class OptimizationRecord:
+    optimization_id: str
+    owner: str  # "" for an automatic re-optimisation
+    portfolio_id: str
+    automatic: bool
+    sent: bool
+    body: bytes  # a serialised Optimization
+    create_time: datetime
+
+
+class OptimizationStore:
+    """Finished optimisations by ``optimization_id``; marking one sent and queueing its pushes (the outbox's
+    ``enqueue``) happen in one transaction."""
+
+    _COLUMNS = "optimization_id, owner, portfolio_id, automatic, sent, body, create_us"
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    async def save(self, record: OptimizationRecord) -> None:
+        def work(connection: sqlite3.Connection) -> None:
+            with transaction(connection):
+                connection.execute(
+                    f"INSERT INTO optimizations ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (record.optimization_id, record.owner, record.portfolio_id, int(record.automatic),
+                     int(record.sent), record.body, int(record.create_time.timestamp() * 1_000_000)),
+                )
+
+        await self._store.call(work)
+
+    async def mark_sent(self, optimization_id: str, queue: Callable[[sqlite3.Connection], bytes]) -> None:
+        """In one transaction: ``queue(connection)`` queues the pushes and returns the optimisation's new body
+        (with its deliveries), which is stored, and the optimisation is marked sent."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            with transaction(connection):
+                body = queue(connection)
+                connection.execute("UPDATE optimizations SET sent = 1, body = ? WHERE optimization_id = ?",
+                                   (body, optimization_id))
+
+        await self._store.call(work)
+
+    async def get(self, optimization_id: str) -> OptimizationRecord | None:
+        def work(connection: sqlite3.Connection) -> OptimizationRecord | None:
+            row = connection.execute(f"SELECT {self._COLUMNS} FROM optimizations WHERE optimization_id = ?",
+                                     (optimization_id,)).fetchone()
+            return None if row is None else _optimization(row)
+
+        return await self._store.call(work)
+
+    async def last_sent(self, portfolio_id: str) -> OptimizationRecord | None:
+        """The newest optimisation of ``portfolio_id`` whose recommendation was sent."""
+
+        def work(connection: sqlite3.Connection) -> OptimizationRecord | None:
+            row = connection.execute(
+                f"SELECT {self._COLUMNS} FROM optimizations WHERE portfolio_id = ? AND sent = 1 "
+                "ORDER BY create_us DESC LIMIT 1", (portfolio_id,)).fetchone()
+            return None if row is None else _optimization(row)
+
+        return await self._store.call(work)
+
+
+def _optimization(row: Sequence[Any]) -> OptimizationRecord:
+    return OptimizationRecord(row[0], row[1], row[2], bool(row[3]), bool(row[4]), row[5],
+                              datetime.fromtimestamp(row[6] / 1_000_000, UTC))

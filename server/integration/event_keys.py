@@ -21,6 +21,7 @@ EVENT_TYPES: dict[str, event_pb2.EventType.ValueType] = {
     "simulation_completed": event_pb2.EVENT_TYPE_SIMULATION_COMPLETED,
     "impact_analysis_completed": event_pb2.EVENT_TYPE_IMPACT_ANALYSIS_COMPLETED,
     "heartbeat": event_pb2.EVENT_TYPE_HEARTBEAT,
+    "optimization_completed": event_pb2.EVENT_TYPE_OPTIMIZATION_COMPLETED,
 }
 OWNED_EVENTS = frozenset({"simulation_progressed", "simulation_completed"})
 PORTFOLIO_EVENTS = frozenset(
@@ -30,6 +31,7 @@ PORTFOLIO_EVENTS = frozenset(
         "simulation_progressed",
         "simulation_completed",
         "impact_analysis_completed",
+        "optimization_completed",
     }
 )
 
@@ -53,8 +55,17 @@ def event_key(event: event_pb2.Event) -> EventKey:
         portfolio_id=payload.portfolio_id if case in PORTFOLIO_EVENTS else "",
         region_id=payload.region_id if case == "market_risk_updated" else "",
         property_id=payload.property_id if case == "zone_classification_updated" else "",
-        owner=payload.owner if case in OWNED_EVENTS else None,
+        owner=_owner(case, payload),
     )
+
+
+def _owner(case: str, payload: object) -> str | None:
+    """A simulation's owner; an optimisation's owner, or None (everyone's) for an automatic one."""
+    if case in OWNED_EVENTS:
+        return payload.owner  # type: ignore[attr-defined]
+    if case == "optimization_completed":
+        return payload.owner or None  # type: ignore[attr-defined]
+    return None
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,7 @@ class IntegrationRuntime:
         self.mirror = Mirror(store)
         self._outbox_metrics = OutboxMetrics(registry)
         self.outbox = Outbox(store, self._outbox_metrics)
+        self.portfolios: tuple[str, ...] = ()  # mirrored from the start (the sandbox's included)
         self._registry = registry
         self.links: dict[Upstream, UpstreamLink] = {}
         self.clients: UpstreamClients | None = None
@@ -153,6 +154,7 @@ class IntegrationRuntime:
             regions += tuple(self.sandbox.world.regions)
         else:
             endpoints = configured_endpoints(settings)
+        self.portfolios = portfolios
         metrics = self.adapter_metrics = AdapterMetrics(self._registry)
         policy = ResiliencePolicy(
             timeout_s=settings.integration_timeout_s,

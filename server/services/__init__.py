@@ -27,6 +27,7 @@ from server.integration.live_books import LiveBooks
 from server.integration.runtime import IntegrationRuntime
 from server.services.events import EventService, add_event_service
 from server.services.integration import IntegrationService
+from server.services.optimization import OptimizationService, optimizations
 from server.services.simulation import SimulationService
 from server.services.unimplemented import UnimplementedServicer
 from server.settings import Settings
@@ -67,6 +68,7 @@ SCOPES: dict[str, dict[str, str]] = {
     IMPACT.full_name: {"AnalyzeLoanImpact": "impact:write"},
     OPTIMIZATION.full_name: {
         "OptimizeAllocation": "optimization:write",
+        "GetOptimization": "optimization:read",
         "SendRecommendations": "optimization:write",
     },
     EVENTS.full_name: {"SubscribeEvents": "events:read"},
@@ -111,9 +113,7 @@ def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
         binding(
             OPTIMIZATION,
             optimization_service_pb2_grpc.add_OptimizationServiceServicer_to_server,
-            UnimplementedServicer(
-                OPTIMIZATION, "allocation optimisation and recommendations are planned for a later issue"
-            ),
+            OptimizationService(optimizations(deps)),
         ),
         binding(EVENTS, add_event_service, EventService(deps.integrations.bus, deps.lifecycle)),
         binding(

@@ -42,7 +42,7 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "RunSimulation",
     },
     "equihome.impact.v1.ImpactAnalysisService": {"AnalyzeLoanImpact"},
-    "equihome.optimization.v1.OptimizationService": {"OptimizeAllocation", "SendRecommendations"},
+    "equihome.optimization.v1.OptimizationService": {"OptimizeAllocation", "GetOptimization", "SendRecommendations"},
     "equihome.events.v1.EventService": {"SubscribeEvents"},
     "equihome.integration.v1.IntegrationService": {
         "GetIntegration",
@@ -61,6 +61,7 @@ SCOPES = {
     "simulation:read",
     "simulation:write",
     "impact:write",
+    "optimization:read",
     "optimization:write",
     "events:read",
     "integration:read",

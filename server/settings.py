@@ -167,6 +167,9 @@ class Settings(BaseModel):
         "", description="portfolios re-optimised, comma-separated (default: the mirrored portfolios)"
     )
     reoptimize_debounce_s: float = Field(5.0, gt=0, le=3600, description="quiet period that ends a burst of changes")
+    reoptimize_max_wait_s: float = Field(
+        60.0, gt=0, le=86400, description="longest wait after a first change while changes keep coming"
+    )
     reoptimize_threshold: float = Field(
         0.02, ge=0, le=1, description="send only when a zone weight moved more than this since the last send"
     )

@@ -2,8 +2,9 @@
 engine optimises each watched portfolio again and sends the recommendation when it moved.
 
 Debounced: the first change starts a quiet period of ``debounce_s``; every further change restarts it, and
-one re-optimisation runs when it ends, however many changes came (a burst gives one run). While a run is
-going, changes start the next quiet period. A run re-optimises each portfolio (``MAX_SHARPE`` on its live
+one re-optimisation runs when it ends, however many changes came (a burst gives one run) — or, under a
+steady stream of changes, ``max_wait_s`` after the first. While a run is going, changes start the next
+quiet period. A run re-optimises each portfolio (``MAX_SHARPE`` on its live
 book, ``paths`` paths) and sends it (TLS and PMS, through the outbox) only when a zone weight differs from
 the last recommendation sent for that portfolio by more than ``threshold`` (or none was sent yet).
 """
@@ -37,6 +38,7 @@ SYSTEM_OWNER = ""  # owner of automatic re-optimisations: every subscriber sees 
 class ReoptimisePolicy:
     portfolios: tuple[str, ...]
     debounce_s: float = 5.0
+    max_wait_s: float = 60.0
     threshold: float = 0.02  # largest zone-weight move that is not worth sending
     paths: int = 1000
 
@@ -48,6 +50,12 @@ class Reoptimiser:
         self._changed = asyncio.Event()
         self.runs = 0  # re-optimisation rounds started (one per burst); for tests and metrics
         self.sent = 0  # recommendations sent
+        self.running = False  # a round is under way
+
+    @property
+    def pending(self) -> bool:
+        """A change is waiting for its quiet period or for the next run."""
+        return self._changed.is_set()
 
     async def run_forever(self) -> None:
         listener = asyncio.create_task(self._listen(), name="re-optimisation triggers")
@@ -56,8 +64,12 @@ class Reoptimiser:
                 await self._changed.wait()
                 await self._quiet_period()
                 self.runs += 1
-                for portfolio_id in self._policy.portfolios:
-                    await self._reoptimise(portfolio_id)
+                self.running = True
+                try:
+                    for portfolio_id in self._policy.portfolios:
+                        await self._reoptimise(portfolio_id)
+                finally:
+                    self.running = False
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
@@ -77,10 +89,13 @@ class Reoptimiser:
                 self._bus.detach(subscriber)
 
     async def _quiet_period(self) -> None:
-        """Until ``debounce_s`` pass without a change."""
-        while self._changed.is_set():
+        """Until ``debounce_s`` pass without a change, or ``max_wait_s`` passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._policy.max_wait_s
+        while self._changed.is_set() and loop.time() < deadline:
             self._changed.clear()
-            await asyncio.sleep(self._policy.debounce_s)
+            await asyncio.sleep(min(self._policy.debounce_s, max(0.0, deadline - loop.time())))
+        self._changed.clear()
 
     async def _reoptimise(self, portfolio_id: str) -> None:
         request = service_pb2.OptimizeAllocationRequest(portfolio_id=portfolio_id, paths=self._policy.paths)

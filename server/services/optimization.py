@@ -34,7 +34,7 @@ from server import errors
 from server.admission import RunLimits, admit, check_bounds, served
 from server.auth import current_principal
 from server.integration.live_books import LiveBooks
-from server.integration.reoptimise import ReoptimisePolicy, Reoptimiser, watched_portfolios
+from server.integration.reoptimise import SYSTEM_OWNER, ReoptimisePolicy, Reoptimiser, watched_portfolios
 from server.integration.outbox import Outbox, enqueue
 from server.jobs import JobRunner
 from server.mapping.optimization import check_against_config, check_request, run_config
@@ -121,14 +121,14 @@ class Optimizations:
             sent=bool(optimization.deliveries)))
         return optimization
 
-    async def get(self, optimization_id: str, owner: str | None, field: str = "optimization_id") -> Optimization:
-        """The stored optimisation; ``owner`` None reads anyone's (the server itself)."""
+    async def get(self, optimization_id: str, owner: str, field: str = "optimization_id") -> Optimization:
+        """The stored optimisation if ``owner``'s or automatic (every caller sees those)."""
         if not ID_PATTERN.fullmatch(optimization_id):
             raise errors.InvalidArgument("optimization_id is not an optimisation id.",
                                          [(field, "must be 'optimization_' and 32 hex digits")],
                                          reason="FIELD_INVALID")
         record = await self._store.get(optimization_id)
-        if record is None or (owner is not None and record.owner != owner):
+        if record is None or record.owner not in (owner, SYSTEM_OWNER):
             raise errors.NotFound(f"There is no optimisation {optimization_id}.", reason="OPTIMIZATION_NOT_FOUND",
                                   metadata={"optimization_id": optimization_id})
         return Optimization.FromString(record.body)
@@ -171,19 +171,19 @@ def _push(system: int, portfolio_id: str, optimization: Optimization) -> pushes.
 
 class OptimizationService(optimization_service_pb2_grpc.OptimizationServiceServicer):
     def __init__(self, optimizations: Optimizations):
-        self._optimizations = optimizations
+        self.optimizations = optimizations
 
     async def OptimizeAllocation(  # noqa: N802
         self, request: service_pb2.OptimizeAllocationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.OptimizeAllocationResponse:
-        optimization = await self._optimizations.run(request, owner=_caller(), budget_s=_time_budget(context))
+        optimization = await self.optimizations.run(request, owner=_caller(), budget_s=_time_budget(context))
         return service_pb2.OptimizeAllocationResponse(optimization=optimization)
 
     async def GetOptimization(  # noqa: N802
         self, request: service_pb2.GetOptimizationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.GetOptimizationResponse:
         return service_pb2.GetOptimizationResponse(
-            optimization=await self._optimizations.get(request.optimization_id, _caller()))
+            optimization=await self.optimizations.get(request.optimization_id, _caller()))
 
     async def SendRecommendations(  # noqa: N802
         self, request: service_pb2.SendRecommendationsRequest, context: grpc.aio.ServicerContext
@@ -195,7 +195,7 @@ class OptimizationService(optimization_service_pb2_grpc.OptimizationServiceServi
             bad.append(("destinations", "a system appears twice"))
         if bad:
             raise errors.InvalidArgument("The destinations are invalid.", bad, reason="FIELD_INVALID")
-        optimization = await self._optimizations.get(request.optimization_id, _caller())
+        optimization = await self.optimizations.get(request.optimization_id, _caller())
         portfolio_id = request.portfolio_id or optimization.portfolio_id
         if not portfolio_id:
             raise errors.InvalidArgument(
@@ -204,7 +204,7 @@ class OptimizationService(optimization_service_pb2_grpc.OptimizationServiceServi
         if len(portfolio_id) > 128 or "/" in portfolio_id:
             raise errors.InvalidArgument("portfolio_id is not a PMS portfolio id.",
                                          [("portfolio_id", "at most 128 characters, no '/'")], reason="FIELD_INVALID")
-        sent = await self._optimizations.send(optimization, portfolio_id, destinations)
+        sent = await self.optimizations.send(optimization, portfolio_id, destinations)
         return service_pb2.SendRecommendationsResponse(deliveries=sent.deliveries)
 
 
@@ -231,8 +231,8 @@ def optimizations(deps: ServiceDependencies) -> Optimizations:
         LiveBooks(integrations.mirror, integrations.sync), RunLimits.from_settings(settings))
     portfolios = watched_portfolios(settings, integrations.portfolios)
     if settings.reoptimize and settings.integrations != "off" and portfolios:
-        policy = ReoptimisePolicy(portfolios, settings.reoptimize_debounce_s, settings.reoptimize_threshold,
-                                  settings.reoptimize_paths)
+        policy = ReoptimisePolicy(portfolios, settings.reoptimize_debounce_s, settings.reoptimize_max_wait_s,
+                                  settings.reoptimize_threshold, settings.reoptimize_paths)
         reoptimiser = Reoptimiser(integrations.bus, built, deps.store.optimizations, policy)
         built.reoptimiser = reoptimiser
         deps.lifecycle.add_background_task(reoptimiser.run_forever(), name="automatic re-optimisation")

@@ -268,11 +268,14 @@ def test_list_rpcs_paginate() -> None:
 
 
 def test_creates_and_side_effects_take_request_id() -> None:
-    for name in ("CreateSimulation", "AnalyzeLoanImpact", "SendRecommendations"):
+    for name in ("CreateSimulation", "AnalyzeLoanImpact"):
         method = next(m for _, m in METHODS if m.name == name)
         field = method.input_type.fields_by_name["request_id"]
         assert field.type == FieldDescriptor.TYPE_STRING
         assert _behaviors(field) == [FB.OPTIONAL]
+    # SendRecommendations is keyed by the stored optimisation it sends: a repeat queues nothing new.
+    send = next(m for _, m in METHODS if m.name == "SendRecommendations")
+    assert _behaviors(send.input_type.fields_by_name["optimization_id"]) == [FB.REQUIRED]
 
 
 def test_read_throughs_report_freshness() -> None:
@@ -373,7 +376,7 @@ def test_event_payload_cases_match_event_types() -> None:
     cases = {f.name.upper() for f in event_pb2.Event.DESCRIPTOR.oneofs_by_name["payload"].fields}
     types_ = {v.name.removeprefix("EVENT_TYPE_") for v in event_pb2.EventType.DESCRIPTOR.values[1:]}
     assert cases == types_
-    assert len(cases) == 10
+    assert len(cases) == 11
 
 
 def test_path_detail_mirrors_metric_summaries() -> None:

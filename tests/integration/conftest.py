@@ -60,6 +60,8 @@ def service_settings(sandbox: Sandbox, data_dir: Path, **overrides: Any) -> Sett
         "integration_mirror_portfolios": sandbox.config.portfolio_id,
         "integration_mirror_regions": ",".join(sandbox.world.regions),
         "max_concurrent_runs": 1,
+        # Off unless a test is about it: a zone event would start a re-optimisation in the one worker slot.
+        "reoptimize": False,
     }
     return Settings(**(defaults | systems | overrides))
 

@@ -1,0 +1,82 @@
+"""Benchmark of the allocation optimiser (not a test): ``python -m bench.optimization``.
+
+In one run, on the default 100M fund at 5,000 paths, with chunks on the threads a server job uses:
+
+* baseline: one plain 5,000-path run of the fund;
+* OptimizeAllocation's computation (``run_optimization``'s ``optimize``): three single-zone sub-funds,
+  the objective (max Sharpe), a 20-point efficient frontier and the re-simulation of the recommendation,
+  end to end, ``--repeat`` times (each figure and the median), and its ratio to the baseline;
+* the same split into its phases (sub-fund paths, solves and frontier, re-simulation), and the frontier
+  again under the tail limits (capital CVaR and P(hurdle), thousands of scenario rows per solve);
+* peak RSS of the process.
+
+Target (issue #11): ≤ 15 s for the 20-point frontier with re-simulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from bench.memory import PeakTreeRss
+from server.mapping.simulation import RUN_PARALLELISM
+from simulation import engine, executors
+from simulation.config import load_config
+from simulation.optimize.assets import allocation_config, simulate_assets, zone_assets
+from simulation.optimize.frontier import efficient_frontier
+from simulation.optimize.problem import AllocationModel, Goal, Limits
+from simulation.optimize.run import Request, optimize
+
+TARGET_S = 15.0
+MIB = 1024 * 1024
+
+
+def timed(work):  # noqa: ANN001, ANN201
+    started = time.perf_counter()
+    value = work()
+    return value, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--paths", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    config = load_config({"monte_carlo": {"paths": args.paths}})
+    threads = executors.ThreadPool(RUN_PARALLELISM)
+    engine.run(load_config({"monte_carlo": {"paths": 200}}), executor=threads)  # compile and warm up
+
+    with PeakTreeRss() as peak:
+        _, baseline = timed(lambda: engine.run(config, executor=threads))
+        print(f"baseline: one {args.paths:,}-path run of the default fund: {baseline:.2f} s")
+
+        totals = []
+        for attempt in range(args.repeat):
+            outcome, seconds = timed(lambda: optimize(config, Request(frontier_points=20), executor=threads))
+            totals.append(seconds)
+            gap = outcome.recommendation.gap
+            print(f"OptimizeAllocation, 20-point frontier + re-simulation, run {attempt + 1}: {seconds:.2f} s "
+                  f"({seconds / baseline:.1f} baseline runs); recommendation "
+                  f"{', '.join(f'{w:.3f}' for w in outcome.recommendation.solution.zone_weights)}, "
+                  f"IRR gap {gap.expected_return:+.5f}, volatility gap {gap.volatility:+.5f}")
+        median = statistics.median(totals)
+        verdict = "met" if median <= TARGET_S else "MISSED"
+        print(f"OptimizeAllocation median {median:.2f} s, max {max(totals):.2f} s — target ≤ {TARGET_S:g} s: {verdict}")
+
+        paths, simulate_s = timed(lambda: simulate_assets(config, zone_assets(), executor=threads))
+        goal = Goal(risk_free_rate=config.reporting.risk_free_rate, hurdle_rate=config.waterfall.hurdle_rate)
+        model = AllocationModel(paths, Limits(current=(0.6, 0.3, 0.1)), goal)
+        (solution, frontier), solve_s = timed(lambda: (model.solve(), efficient_frontier(model, 20)))
+        _, resimulate_s = timed(lambda: engine.run(allocation_config(config, solution.zone_weights), executor=threads))
+        print(f"phases: 3 sub-funds {simulate_s:.2f} s · objective + 20-point frontier {solve_s:.2f} s · "
+              f"re-simulation {resimulate_s:.2f} s")
+        tail = Limits(current=(0.6, 0.3, 0.1), max_capital_cvar_95=0.20, min_prob_hurdle=0.01)
+        tail_model = AllocationModel(paths, tail, goal)
+        _, tail_s = timed(lambda: efficient_frontier(tail_model, 20))
+        print(f"20-point frontier under the tail limits ({paths.paths:,} scenario rows): {tail_s:.2f} s")
+    print(f"peak RSS {peak.bytes / MIB:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -172,6 +172,7 @@ def optimization_proto(outcome: Outcome, config: SimulationConfig, *, engine_ver
         binding_constraints=[allocation_pb2.BindingConstraint(name=b.name, value=b.value, limit=b.limit)
                              for b in recommended.solution.binding],
         investable_capital=outcome.investable_capital,
+        currency=config.fund.currency,
         paths=outcome.paths,
         seed=config.monte_carlo.seed,
         engine_version=engine_version,

@@ -2,7 +2,7 @@
 
 A kind names the contract message that carries the result and the field that holds it in the API's
 responses (``{"simulation": {...}}`` for GetSimulation, RunSimulation and CreateSimulation), so a
-response saved from grpcurl is recognised as well as the bare message. Impact analyses, optimisations and
+response saved from grpcurl is recognised as well as the bare message. Impact analyses and
 stress tests add their kind here, with their view, once their results exist in the contract's services.
 """
 
@@ -15,7 +15,9 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from equihome.optimization.v1 import optimization_service_pb2
 from equihome.simulation.v1 import simulation_pb2
+from server.report.optimization_view import optimization_report
 from server.report.page import Report, render_html
 from server.report.simulation_view import simulation_report
 
@@ -30,6 +32,7 @@ class ResultKind:
 
 KINDS: tuple[ResultKind, ...] = (
     ResultKind("simulation", simulation_pb2.Simulation, "simulation", simulation_report),
+    ResultKind("optimization", optimization_service_pb2.Optimization, "optimization", optimization_report),
 )
 
 

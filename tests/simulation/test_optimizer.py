@@ -201,3 +201,18 @@ def test_recommendation_is_resimulated_and_its_gap_reported():
 
 def test_zone_assets_are_the_three_zones():
     assert [a.label for a in zone_assets()] == ["green", "orange", "red"]
+
+
+def test_region_weights_are_optimised_over_zone_by_region_sub_funds():
+    config = load_config({**SMALL_FUND, "book": {"regions": [{"name": "north", "drift_spread": 0.01},
+                                                             {"name": "south", "drift_spread": -0.01}]}})
+    limits = Limits(region_bounds={"north": (0.0, 0.6), "south": (0.0, 1.0)})
+    outcome = optimize(config, Request(limits=limits, optimize_regions=True, frontier_points=4))
+    solution = outcome.recommendation.solution
+    assert len(solution.weights) == 6 and solution.weights.sum() == pytest.approx(1.0, abs=1e-12)
+    assert set(solution.region_weights) == {"north", "south"}
+    assert sum(solution.region_weights.values()) == pytest.approx(1.0, abs=1e-12)
+    assert solution.region_weights["north"] <= 0.6 + 1e-7
+    # the better-drifting region is capped: more of it would have raised the Sharpe ratio further
+    assert "region_bounds.north.max" in [b.name for b in solution.binding]
+    assert outcome.recommendation.resimulated is not None

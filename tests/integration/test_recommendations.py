@@ -4,7 +4,9 @@ whose recommendation did not move sends nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from adapters.sandbox import Sandbox
 from equihome.events.v1 import event_pb2
 from equihome.optimization.v1 import optimization_service_pb2 as pb
 from equihome.optimization.v1.optimization_service_pb2_grpc import OptimizationServiceStub
+from server import optimize_cli
 from server.app import Lifecycle, build_server
 from server.integration.reoptimise import Reoptimiser
 from server.integration.runtime import IntegrationRuntime
@@ -124,3 +127,19 @@ async def test_a_burst_of_ten_changes_gives_one_run_and_an_unmoved_recommendatio
     await eventually(lambda: reoptimising.quiet(2), timeout=120)
     assert [len(posts) for posts in recommendation_posts(sandbox)] == [1, 1]
     assert reoptimising.reoptimiser.sent == 1
+
+
+async def test_the_cli_optimises_a_live_portfolio_on_the_server_and_sends_it(
+    sandbox: Sandbox, make_service: Callable[..., Awaitable[Service]], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    service = await make_service(sandbox, integration_sync=True)
+    out = tmp_path / "optimization.json"
+    argv = ["--portfolio", PORTFOLIO, "--server", f"127.0.0.1:{service.app.port}", "--paths", "100",
+            "--frontier-points", "3", "--send", "--json", str(out)]
+    assert await asyncio.to_thread(optimize_cli.main, argv) == 0
+    assert "efficient frontier" in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    await eventually(lambda: all(len(posts) == 1 for posts in recommendation_posts(sandbox)))
+    (tls,), (pms,) = recommendation_posts(sandbox)
+    assert pms.body["optimization_id"] == written["optimizationId"]
+    assert_guide_payloads(tls.body, pms.body)

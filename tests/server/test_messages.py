@@ -10,12 +10,15 @@ from server.messages import violations
 
 
 def test_required_fields_must_be_set_at_every_depth() -> None:
-    empty = optimization_service_pb2.SendRecommendationsRequest()
-    with_parts = optimization_service_pb2.SendRecommendationsRequest(portfolio_id="p")
-    with_parts.recommendation.SetInParent()
+    empty = optimization_service_pb2.OptimizeAllocationRequest()
+    with_parts = optimization_service_pb2.OptimizeAllocationRequest()
+    with_parts.region_bounds.add()
 
-    assert dict(violations(empty)) == {"portfolio_id": "required", "recommendation": "required"}
-    assert "portfolio_id" not in dict(violations(with_parts))
+    assert dict(violations(empty)) == {}
+    assert dict(violations(with_parts)) == {"region_bounds[0].region": "required"}
+    assert dict(violations(optimization_service_pb2.SendRecommendationsRequest())) == {
+        "optimization_id": "required"
+    }
     assert dict(violations(service_pb2.CreateSimulationRequest())) == {"simulation": "required"}
     assert dict(violations(integration_service_pb2.GetZoneClassificationsRequest())) == {
         "property_ids": "required"

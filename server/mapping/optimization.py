@@ -167,7 +167,7 @@ def optimization_proto(outcome: Outcome, config: SimulationConfig, *, engine_ver
         recommended=point_proto(recommended),
         current=point_proto(outcome.current),
         frontier=[point_proto(point) for point in outcome.frontier],
-        max_sharpe=point_proto(outcome.max_sharpe),
+        max_sharpe=point_proto(outcome.max_sharpe) if outcome.max_sharpe is not None else None,
         min_risk=point_proto(outcome.min_risk),
         binding_constraints=[allocation_pb2.BindingConstraint(name=b.name, value=b.value, limit=b.limit)
                              for b in recommended.solution.binding],

@@ -86,6 +86,8 @@ def _frontier(optimization: Optimization, units: Units) -> Section:
               ("maximum Sharpe", optimization.max_sharpe, "diamond", ZONE_COLOURS["orange"], 11),
               ("minimum risk", optimization.min_risk, "square", ZONE_COLOURS["green"], 10))
     for name, point, symbol, colour, size in marked:
+        if not point.HasField("surrogate"):
+            continue  # no maximum-Sharpe point where no mix beats the risk-free rate
         fig.add_trace(go.Scatter(x=[point.surrogate.volatility], y=[point.surrogate.expected_return], mode="markers",
                                  name=name, marker={"symbol": symbol, "color": colour, "size": size},
                                  hovertemplate=f"{name}<br>mean %{{y:.2%}} · volatility %{{x:.2%}}<extra></extra>"))

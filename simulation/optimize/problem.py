@@ -33,6 +33,7 @@ DEFAULT_ZONE_BOUNDS = ((0.30, 0.80), (0.10, 0.50), (0.00, 0.30))  # domain §6.2
 GUARDRAIL_ZONE_CAPS = (1.00, 0.30, 0.05)  # domain §9.4 guardrails: green ≤ 100 %, orange ≤ 30 %, red ≤ 5 % of NAV
 DEFAULT_MAX_CAPITAL_CVAR_95 = 0.20
 DEFAULT_MIN_PROB_HURDLE = 0.70
+NO_EXCESS_RETURN = "NO_EXCESS_RETURN"
 
 
 class Objective(StrEnum):
@@ -163,7 +164,7 @@ class AllocationModel:
         best_mean = self._solution_mean(self.solve(Objective.MAX_RETURN))
         if best_mean <= self.goal.risk_free_rate:
             raise OptimizationError(
-                "NO_EXCESS_RETURN", f"no allowed allocation has a mean LP IRR above the risk-free rate "
+                NO_EXCESS_RETURN, f"no allowed allocation has a mean LP IRR above the risk-free rate "
                 f"{self.goal.risk_free_rate:g} (the best is {best_mean:.4f}); the Sharpe ratio has no maximum")
         y, kappa = cp.Variable(len(self.paths.assets)), cp.Variable(nonneg=True)
         excess = (self.mean - self.goal.risk_free_rate) @ y

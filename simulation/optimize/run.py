@@ -9,7 +9,7 @@ are reported, with their gap (re-simulated − surrogate).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,8 +25,10 @@ from .problem import (
     DEFAULT_MIN_PROB_HURDLE,
     AllocationModel,
     Goal,
+    NO_EXCESS_RETURN,
     Limits,
     Objective,
+    OptimizationError,
     Solution,
 )
 from .surrogate import TAIL_CONFIDENCE, PointMetrics, point_metrics
@@ -72,7 +74,7 @@ class Outcome:
     recommendation: Point
     current: Point
     frontier: tuple[Point, ...]  # ascending volatility
-    max_sharpe: Point
+    max_sharpe: Point | None  # None where no allowed mix beats the risk-free rate
     min_risk: Point
     actions: tuple[Action, ...]
     investable_capital: float
@@ -106,8 +108,12 @@ def effective_request(request: Request) -> Request:
     limits = request.limits
     return replace(request, limits=replace(
         limits,
-        max_capital_cvar_95=DEFAULT_MAX_CAPITAL_CVAR_95 if limits.max_capital_cvar_95 is None else limits.max_capital_cvar_95,
-        min_prob_hurdle=DEFAULT_MIN_PROB_HURDLE if limits.min_prob_hurdle is None else limits.min_prob_hurdle))
+        max_capital_cvar_95=_default(limits.max_capital_cvar_95, DEFAULT_MAX_CAPITAL_CVAR_95),
+        min_prob_hurdle=_default(limits.min_prob_hurdle, DEFAULT_MIN_PROB_HURDLE)))
+
+
+def _default(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def simulation_runs(config: SimulationConfig, request: Request) -> int:
@@ -129,10 +135,9 @@ def current_weights(config: SimulationConfig, regions: bool) -> tuple[np.ndarray
 
 
 def optimize(config: SimulationConfig, request: Request, *, progress: Callable[[int, int], None] | None = None,
-             cancelled: CancelCheck | None = None, executor: ChunkExecutor | None = None,
-             paths: ReturnPaths | None = None) -> Outcome:
-    """Optimise the zone (and region) weights of ``config``'s fund. ``paths``: use these asset paths instead of
-    simulating them (tests; they must match the request's assets)."""
+             cancelled: CancelCheck | None = None, executor: ChunkExecutor | None = None) -> Outcome:
+    """Optimise the zone (and region) weights of ``config``'s fund; ``progress(done, total)`` in units of paths
+    simulated and frontier points, ``cancelled()`` checked between chunks and points."""
     request = effective_request(request)
     runs = simulation_runs(config, request)
     n_paths = engine.path_count(config)
@@ -142,10 +147,7 @@ def optimize(config: SimulationConfig, request: Request, *, progress: Callable[[
     if limits.current is None:
         limits = replace(limits, current=tuple(zones_now.tolist()))
     assets = zone_region_assets(config) if request.optimize_regions else zone_assets()
-    if paths is None:
-        paths = _simulate(config, assets, work, cancelled, executor)
-    else:
-        work.add((runs - 1 - (3 if request.resimulate_key_points else 0)) * n_paths)
+    paths = _simulate(config, assets, work, cancelled, executor)
     goal = Goal(objective=request.objective, risk_free_rate=config.reporting.risk_free_rate,
                 hurdle_rate=config.waterfall.hurdle_rate, target_return=request.target_return,
                 risk_aversion=request.risk_aversion)
@@ -156,8 +158,7 @@ def optimize(config: SimulationConfig, request: Request, *, progress: Callable[[
 
     recommended = measured(model.solve())
     frontier = tuple(measured(s) for s in efficient_frontier(model, request.frontier_points, lambda: work.add(1)))
-    max_sharpe = measured(model.solve(Objective.MAX_SHARPE)) if request.objective is not Objective.MAX_SHARPE \
-        else recommended
+    max_sharpe = recommended if request.objective is Objective.MAX_SHARPE else _max_sharpe(model, measured)
     min_risk = frontier[0]
     current = measured(Solution(assets_now, zones_now, _region_totals(config, assets_now, request), ()))
 
@@ -170,11 +171,22 @@ def optimize(config: SimulationConfig, request: Request, *, progress: Callable[[
 
     recommended = resimulated(recommended)
     if request.resimulate_key_points:
-        current, min_risk, max_sharpe = resimulated(current), resimulated(min_risk), resimulated(max_sharpe)
+        current, min_risk = resimulated(current), resimulated(min_risk)
+        max_sharpe = None if max_sharpe is None else resimulated(max_sharpe)
     return Outcome(
         recommendation=recommended, current=current, frontier=frontier, max_sharpe=max_sharpe, min_risk=min_risk,
         actions=actions(zones_now, recommended.solution.zone_weights, capital), investable_capital=capital,
         paths=paths.paths, dropped_paths=paths.dropped_paths, objective=request.objective)
+
+
+def _max_sharpe(model: AllocationModel, measured: Callable[[Solution], Point]) -> Point | None:
+    """The maximum-Sharpe point, or None where no allowed mix beats the risk-free rate."""
+    try:
+        return measured(model.solve(Objective.MAX_SHARPE))
+    except OptimizationError as failure:
+        if failure.reason != NO_EXCESS_RETURN:
+            raise
+        return None
 
 
 def _simulate(config: SimulationConfig, assets: tuple, work: Work, cancelled: CancelCheck | None,

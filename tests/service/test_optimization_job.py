@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from equihome.optimization.v1 import allocation_pb2
 from equihome.optimization.v1 import optimization_service_pb2 as pb
 from server.admission import RunLimits
 from server.errors import InvalidArgument
@@ -68,3 +69,11 @@ def test_the_cost_counts_every_engine_run() -> None:
     with pytest.raises(InvalidArgument) as refused:
         estimate_cost(pb.OptimizeAllocationRequest(), config, RunLimits(8 << 30, plain.work / 2))
     assert refused.value.reason == "RUN_TOO_COSTLY"
+
+
+def test_an_optimisation_without_a_sharpe_maximum_leaves_it_unset() -> None:
+    config = small_config().model_copy(update={"reporting": small_config().reporting.model_copy(
+        update={"risk_free_rate": 0.5})})
+    request = pb.OptimizeAllocationRequest(objective=allocation_pb2.OBJECTIVE_MIN_VARIANCE, frontier_points=3)
+    answer = pb.OptimizeAllocationResponse.FromString(run_optimization(job_payload(request, config), Reporter()))
+    assert not answer.optimization.HasField("max_sharpe") and answer.optimization.HasField("recommended")

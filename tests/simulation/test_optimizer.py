@@ -216,3 +216,14 @@ def test_region_weights_are_optimised_over_zone_by_region_sub_funds():
     # the better-drifting region is capped: more of it would have raised the Sharpe ratio further
     assert "region_bounds.north.max" in [b.name for b in solution.binding]
     assert outcome.recommendation.resimulated is not None
+
+
+def test_without_excess_return_the_sharpe_ratio_has_no_maximum():
+    paths = two_zone_paths()
+    rich = AllocationModel(paths, LOOSE, Goal(objective=Objective.MAX_SHARPE, risk_free_rate=0.5))
+    with pytest.raises(OptimizationError) as refused:
+        rich.solve()
+    assert refused.value.reason == "NO_EXCESS_RETURN"
+    config = load_config({**SMALL_FUND, "reporting": {"risk_free_rate": 0.5}})
+    outcome = optimize(config, Request(objective=Objective.MIN_VARIANCE, frontier_points=3))
+    assert outcome.max_sharpe is None and outcome.recommendation.resimulated is not None  # the others answer

@@ -858,6 +858,26 @@ class OptimizationStore:
         return await self._store.call(work)
 
 
+    async def purge_expired(self, *, now: datetime | None = None) -> int:
+        """Delete optimisations ``OPTIMIZATION_RETENTION`` after they finished, except the last one sent for
+        each portfolio (automatic re-optimisation compares with it); returns how many were deleted."""
+        moment = now or datetime.now(UTC)
+        cutoff = int((moment - OPTIMIZATION_RETENTION).timestamp() * 1_000_000)
+
+        def work(connection: sqlite3.Connection) -> int:
+            with transaction(connection):
+                return connection.execute(
+                    "DELETE FROM optimizations WHERE create_us < ? AND optimization_id NOT IN ("
+                    "SELECT (SELECT o.optimization_id FROM optimizations o WHERE o.portfolio_id = p.portfolio_id "
+                    "AND o.sent = 1 ORDER BY o.create_us DESC LIMIT 1) FROM optimizations p WHERE p.sent = 1 "
+                    "GROUP BY p.portfolio_id)", (cutoff,)).rowcount
+
+        return await self._store.call(work)
+
+
+OPTIMIZATION_RETENTION = timedelta(days=7)  # like finished runs
+
+
 def _optimization(row: Sequence[Any]) -> OptimizationRecord:
     return OptimizationRecord(row[0], row[1], row[2], bool(row[3]), bool(row[4]), row[5],
                               datetime.fromtimestamp(row[6] / 1_000_000, UTC))

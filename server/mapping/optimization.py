@@ -112,9 +112,24 @@ def check_against_config(request: service_pb2.OptimizeAllocationRequest, config:
                          f"has {len(names)}"))
     if not MIN_PATHS <= config.monte_carlo.paths <= MAX_PATHS or config.monte_carlo.deterministic:
         problems.append(("paths", f"the optimiser runs {MIN_PATHS} to {MAX_PATHS} random paths"))
+    if not problems:
+        problems += _weight_sum_violations(optimizer_request(request, config).limits)
     if problems:
         raise InvalidArgument("The optimisation request does not fit the fund; the field violations say why.",
                               problems, reason="OPTIMIZATION_INVALID")
+
+
+def _weight_sum_violations(limits: Limits) -> list[tuple[str, str]]:
+    """Bounds whose minimums add up to more than 1, or maximums to less: no weights can sum to 1."""
+    problems = []
+    groups = (("zone_bounds", limits.zone_bounds), ("region_bounds", tuple(limits.region_bounds.values())))
+    for field, bounds in groups:
+        if not bounds:
+            continue
+        lows, highs = sum(low for low, _ in bounds), sum(high for _, high in bounds)
+        if lows > 1.0 + 1e-12 or highs < 1.0 - 1e-12:
+            problems.append((field, f"minimums sum to {lows:g} and maximums to {highs:g}; weights sum to 1"))
+    return problems
 
 
 def optimizer_request(request: service_pb2.OptimizeAllocationRequest, config: SimulationConfig) -> Request:

@@ -52,6 +52,7 @@ ShouldSend = Callable[[service_pb2.Optimization], Awaitable[bool]]
 Optimization = service_pb2.Optimization
 TIMEOUT_WITHOUT_DEADLINE_S = 120.0  # callers should set a deadline; this bounds those that do not
 DEADLINE_MARGIN_S = 0.1
+PURGE_INTERVAL_S = 3600.0
 ID_PATTERN = re.compile(r"optimization_[0-9a-f]{32}")
 DESTINATIONS = {
     system_pb2.SYSTEM_TRAFFIC_LIGHT: pushes.TLS_RECOMMENDATIONS,
@@ -229,6 +230,7 @@ def optimizations(deps: ServiceDependencies) -> Optimizations:
     built = Optimizations(
         deps.store.optimizations, deps.runner, integrations.outbox, integrations.bus.publish_engine_event,
         LiveBooks(integrations.mirror, integrations.sync), RunLimits.from_settings(settings))
+    deps.lifecycle.add_background_task(purge_expired(deps.store.optimizations), name="optimisation retention")
     portfolios = watched_portfolios(settings, integrations.portfolios)
     if settings.reoptimize and settings.integrations != "off" and portfolios:
         policy = ReoptimisePolicy(portfolios, settings.reoptimize_debounce_s, settings.reoptimize_max_wait_s,
@@ -237,3 +239,12 @@ def optimizations(deps: ServiceDependencies) -> Optimizations:
         built.reoptimiser = reoptimiser
         deps.lifecycle.add_background_task(reoptimiser.run_forever(), name="automatic re-optimisation")
     return built
+
+
+async def purge_expired(store: OptimizationStore, every_s: float = PURGE_INTERVAL_S) -> None:
+    """Apply the optimisations' retention now and then every ``every_s``."""
+    while True:
+        deleted = await store.purge_expired()
+        if deleted:
+            log.info("expired optimisations deleted", extra={"deleted": deleted})
+        await asyncio.sleep(every_s)

@@ -101,6 +101,9 @@ async def test_a_recommendation_is_queued_once_however_often_it_is_sent(served):
         ({"objective": allocation_pb2.OBJECTIVE_TARGET_RETURN}, ["target_return"]),
         ({"max_zone_hhi": 0.2, "min_prob_hurdle": 1.0}, ["min_prob_hurdle", "max_zone_hhi"]),
         ({"send_recommendations": True}, ["send_recommendations"]),
+        ({"zone_bounds": allocation_pb2.ZoneBounds(green=allocation_pb2.WeightBounds(max=0.2)),
+          "apply_guardrail_caps": True}, ["zone_bounds"]),  # at most 0.2 + 0.3 + 0.05
+        ({"optimize_regions": True, "max_region_share": 0.2}, ["region_bounds"]),  # 4 regions × 0.2 < 1
         ({"optimize_regions": True, "region_bounds": [allocation_pb2.RegionBounds(region="atlantis")]},
          ["region_bounds[0].region"]),
     ],

@@ -106,8 +106,14 @@ class Reoptimiser:
             log.warning("automatic re-optimisation failed", extra={"portfolio_id": portfolio_id,
                                                                     "reason": failure.reason})
             return
+        except Exception:  # a bug must not end re-optimisation for good: the next change tries again
+            log.exception("automatic re-optimisation crashed", extra={"portfolio_id": portfolio_id})
+            return
         if optimization.deliveries:
             self.sent += 1
+        log.info("automatic re-optimisation", extra={
+            "portfolio_id": portfolio_id, "optimization_id": optimization.optimization_id,
+            "sent": bool(optimization.deliveries)})
 
     async def _moved_enough(self, optimization: service_pb2.Optimization) -> bool:
         last = await self._store.last_sent(optimization.portfolio_id)

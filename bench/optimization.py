@@ -56,21 +56,29 @@ def main() -> None:
             outcome, seconds = timed(lambda: optimize(config, Request(frontier_points=20), executor=threads))
             totals.append(seconds)
             gap = outcome.recommendation.gap
-            print(f"OptimizeAllocation, 20-point frontier + re-simulation, run {attempt + 1}: {seconds:.2f} s "
-                  f"({seconds / baseline:.1f} baseline runs); recommendation "
-                  f"{', '.join(f'{w:.3f}' for w in outcome.recommendation.solution.zone_weights)}, "
-                  f"IRR gap {gap.expected_return:+.5f}, volatility gap {gap.volatility:+.5f}")
+            print(
+                f"OptimizeAllocation, 20-point frontier + re-simulation, run {attempt + 1}: {seconds:.2f} s "
+                f"({seconds / baseline:.1f} baseline runs); recommendation "
+                f"{', '.join(f'{w:.3f}' for w in outcome.recommendation.solution.zone_weights)}, "
+                f"IRR gap {gap.expected_return:+.5f}, volatility gap {gap.volatility:+.5f}"
+            )
         median = statistics.median(totals)
         verdict = "met" if median <= TARGET_S else "MISSED"
-        print(f"OptimizeAllocation median {median:.2f} s, max {max(totals):.2f} s — target ≤ {TARGET_S:g} s: {verdict}")
+        print(
+            f"OptimizeAllocation median {median:.2f} s, max {max(totals):.2f} s — target ≤ {TARGET_S:g} s: {verdict}"
+        )
 
         paths, simulate_s = timed(lambda: simulate_assets(config, zone_assets(), executor=threads))
         goal = Goal(risk_free_rate=config.reporting.risk_free_rate, hurdle_rate=config.waterfall.hurdle_rate)
         model = AllocationModel(paths, Limits(current=(0.6, 0.3, 0.1)), goal)
         (solution, frontier), solve_s = timed(lambda: (model.solve(), efficient_frontier(model, 20)))
-        _, resimulate_s = timed(lambda: engine.run(allocation_config(config, solution.zone_weights), executor=threads))
-        print(f"phases: 3 sub-funds {simulate_s:.2f} s · objective + 20-point frontier {solve_s:.2f} s · "
-              f"re-simulation {resimulate_s:.2f} s")
+        _, resimulate_s = timed(
+            lambda: engine.run(allocation_config(config, solution.zone_weights), executor=threads)
+        )
+        print(
+            f"phases: 3 sub-funds {simulate_s:.2f} s · objective + 20-point frontier {solve_s:.2f} s · "
+            f"re-simulation {resimulate_s:.2f} s"
+        )
         tail = Limits(current=(0.6, 0.3, 0.1), max_capital_cvar_95=0.05)
         tail_model = AllocationModel(paths, tail, goal)
         _, tail_s = timed(lambda: efficient_frontier(tail_model, 20))

@@ -44,11 +44,16 @@ OBJECTIVE_NAMES = {objective.value: value for value, objective in OBJECTIVES.ite
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="equihome-sim optimize", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     parents=[connection_parser()])
+    parser = argparse.ArgumentParser(
+        prog="equihome-sim optimize",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[connection_parser()],
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("config", nargs="?", type=Path, help="JSON fund config (engine format; {} is the default)")
+    source.add_argument(
+        "config", nargs="?", type=Path, help="JSON fund config (engine format; {} is the default)"
+    )
     source.add_argument("--portfolio", help="optimise this PMS portfolio's live book on the server")
     parser.add_argument("--objective", choices=sorted(OBJECTIVE_NAMES), default="max_sharpe")
     parser.add_argument("--paths", type=int, help="Monte Carlo paths (100 to 20,000; default the config's)")
@@ -59,24 +64,41 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--min-prob-hurdle", type=float, help="minimum P(LP IRR >= hurdle)")
     parser.add_argument("--max-zone-hhi", type=float, help="maximum HHI of the zone weights")
     parser.add_argument("--max-turnover", type=float, help="maximum turnover against the current book")
-    parser.add_argument("--guardrail-caps", action="store_true", help="cap zones at the guardrails (r 5 %%, o 30 %%)")
+    parser.add_argument(
+        "--guardrail-caps", action="store_true", help="cap zones at the guardrails (r 5 %%, o 30 %%)"
+    )
     parser.add_argument("--regions", action="store_true", help="optimise region weights too")
-    parser.add_argument("--resimulate-key-points", action="store_true",
-                        help="also re-simulate the current, min-risk and max-Sharpe allocations")
-    parser.add_argument("--send", action="store_true", help="send the recommendation to TLS and PMS (--portfolio)")
+    parser.add_argument(
+        "--resimulate-key-points",
+        action="store_true",
+        help="also re-simulate the current, min-risk and max-Sharpe allocations",
+    )
+    parser.add_argument(
+        "--send", action="store_true", help="send the recommendation to TLS and PMS (--portfolio)"
+    )
     parser.add_argument("--json", type=Path, dest="json_out", help="write the Optimization as JSON here")
     return parser.parse_args(argv)
 
 
 def request_of(args: argparse.Namespace) -> pb.OptimizeAllocationRequest:
     request = pb.OptimizeAllocationRequest(
-        objective=OBJECTIVE_NAMES[args.objective], frontier_points=args.frontier_points,
-        optimize_regions=args.regions, apply_guardrail_caps=args.guardrail_caps,
-        resimulate_key_points=args.resimulate_key_points, send_recommendations=args.send,
-        portfolio_id=args.portfolio or "")
-    options = {"paths": args.paths, "seed": args.seed, "target_return": args.target_return,
-               "max_capital_cvar_95": args.max_capital_cvar, "min_prob_hurdle": args.min_prob_hurdle,
-               "max_zone_hhi": args.max_zone_hhi, "max_turnover": args.max_turnover}
+        objective=OBJECTIVE_NAMES[args.objective],
+        frontier_points=args.frontier_points,
+        optimize_regions=args.regions,
+        apply_guardrail_caps=args.guardrail_caps,
+        resimulate_key_points=args.resimulate_key_points,
+        send_recommendations=args.send,
+        portfolio_id=args.portfolio or "",
+    )
+    options = {
+        "paths": args.paths,
+        "seed": args.seed,
+        "target_return": args.target_return,
+        "max_capital_cvar_95": args.max_capital_cvar,
+        "min_prob_hurdle": args.min_prob_hurdle,
+        "max_zone_hhi": args.max_zone_hhi,
+        "max_turnover": args.max_turnover,
+    }
     for name, value in options.items():
         if value is not None:
             setattr(request, name, value)
@@ -116,33 +138,48 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def local(args: argparse.Namespace, request: pb.OptimizeAllocationRequest, errors: Console) -> pb.Optimization:
+def local(
+    args: argparse.Namespace, request: pb.OptimizeAllocationRequest, errors: Console
+) -> pb.Optimization:
     started = time.perf_counter()
     config = run_config(request, load_config(json.loads(args.config.read_text())))
     check_against_config(request, config)
-    with Progress(TextColumn("optimising"), BarColumn(), TextColumn("{task.percentage:>3.0f} %"),
-                  TimeElapsedColumn(), console=errors, transient=True) as bar:
+    with Progress(
+        TextColumn("optimising"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f} %"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    ) as bar:
         task = bar.add_task("work", total=None)
-        outcome = optimize(config, optimizer_request(request, config),
-                           progress=lambda done, total: bar.update(task, completed=done, total=total))
-    return optimization_proto(outcome, config, engine_version=ENGINE_VERSION,
-                              elapsed_seconds=time.perf_counter() - started)
+        outcome = optimize(
+            config,
+            optimizer_request(request, config),
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    return optimization_proto(
+        outcome, config, engine_version=ENGINE_VERSION, elapsed_seconds=time.perf_counter() - started
+    )
 
 
 def remote(args: argparse.Namespace, request: pb.OptimizeAllocationRequest) -> pb.Optimization:
     metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
     with open_channel(args.server) as channel:
-        answer = OptimizationServiceStub(channel).OptimizeAllocation(request, metadata=metadata,
-                                                                     timeout=max(args.timeout, 300.0))
+        answer = OptimizationServiceStub(channel).OptimizeAllocation(
+            request, metadata=metadata, timeout=max(args.timeout, 300.0)
+        )
     return answer.optimization
 
 
 def tables(optimization: pb.Optimization) -> list[Table]:
     recommended, current = optimization.recommended, optimization.current
-    title = (f"{pb.Optimization.DESCRIPTOR.fields_by_name['objective'].enum_type.values_by_number[optimization.objective].name}"
-             f" · {optimization.paths:,} paths · seed {optimization.seed} · "
-             f"{optimization.elapsed.ToTimedelta().total_seconds():.1f} s"
-             + (f" · {optimization.optimization_id}" if optimization.optimization_id else ""))
+    title = (
+        f"{pb.Optimization.DESCRIPTOR.fields_by_name['objective'].enum_type.values_by_number[optimization.objective].name}"
+        f" · {optimization.paths:,} paths · seed {optimization.seed} · "
+        f"{optimization.elapsed.ToTimedelta().total_seconds():.1f} s"
+        + (f" · {optimization.optimization_id}" if optimization.optimization_id else "")
+    )
     allocation = Table(title=f"allocation: {title}")
     allocation.add_column("zone")
     for column in ("current", "recommended", "change"):
@@ -171,9 +208,14 @@ def tables(optimization: pb.Optimization) -> list[Table]:
         frontier.add_column(column, justify="right")
     for point in optimization.frontier:
         s = point.surrogate
-        frontier.add_row(*(f"{getattr(point.weights, zone):.1%}" for zone in ZONES), f"{s.expected_return:.2%}",
-                         f"{s.volatility:.2%}", f"{s.sharpe_ratio:.3f}", f"{s.capital_cvar_95:.2%}",
-                         f"{s.prob_hurdle:.1%}")
+        frontier.add_row(
+            *(f"{getattr(point.weights, zone):.1%}" for zone in ZONES),
+            f"{s.expected_return:.2%}",
+            f"{s.volatility:.2%}",
+            f"{s.sharpe_ratio:.3f}",
+            f"{s.capital_cvar_95:.2%}",
+            f"{s.prob_hurdle:.1%}",
+        )
     binding = Table(title="binding constraints")
     binding.add_column("constraint")
     binding.add_column("value", justify="right")
@@ -183,9 +225,14 @@ def tables(optimization: pb.Optimization) -> list[Table]:
     return [allocation, actions, figures, frontier, binding]
 
 
-FIGURES = (("expected_return", "mean LP net IRR", True), ("volatility", "volatility", True),
-           ("sharpe_ratio", "Sharpe", False), ("capital_cvar_95", "capital CVaR 95 %", True),
-           ("prob_hurdle", "P(IRR ≥ hurdle)", True), ("expected_moic", "mean LP MOIC", False))
+FIGURES = (
+    ("expected_return", "mean LP net IRR", True),
+    ("volatility", "volatility", True),
+    ("sharpe_ratio", "Sharpe", False),
+    ("capital_cvar_95", "capital CVaR 95 %", True),
+    ("prob_hurdle", "P(IRR ≥ hurdle)", True),
+    ("expected_moic", "mean LP MOIC", False),
+)
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ class ReoptimisePolicy:
 
 
 class Reoptimiser:
-    def __init__(self, bus: EventBus, optimizations: Optimizations, store: OptimizationStore,
-                 policy: ReoptimisePolicy):
+    def __init__(
+        self, bus: EventBus, optimizations: Optimizations, store: OptimizationStore, policy: ReoptimisePolicy
+    ):
         self._bus, self._optimizations, self._store, self._policy = bus, optimizations, store, policy
         self._changed = asyncio.Event()
         self.runs = 0  # re-optimisation rounds started (one per burst); for tests and metrics
@@ -100,20 +101,28 @@ class Reoptimiser:
     async def _reoptimise(self, portfolio_id: str) -> None:
         request = service_pb2.OptimizeAllocationRequest(portfolio_id=portfolio_id, paths=self._policy.paths)
         try:
-            optimization = await self._optimizations.run(request, owner=SYSTEM_OWNER, budget_s=RUN_BUDGET_S,
-                                                         automatic=True, send=self._moved_enough)
+            optimization = await self._optimizations.run(
+                request, owner=SYSTEM_OWNER, budget_s=RUN_BUDGET_S, automatic=True, send=self._moved_enough
+            )
         except errors.ServiceError as failure:
-            log.warning("automatic re-optimisation failed", extra={"portfolio_id": portfolio_id,
-                                                                    "reason": failure.reason})
+            log.warning(
+                "automatic re-optimisation failed",
+                extra={"portfolio_id": portfolio_id, "reason": failure.reason},
+            )
             return
         except Exception:  # a bug must not end re-optimisation for good: the next change tries again
             log.exception("automatic re-optimisation crashed", extra={"portfolio_id": portfolio_id})
             return
         if optimization.deliveries:
             self.sent += 1
-        log.info("automatic re-optimisation", extra={
-            "portfolio_id": portfolio_id, "optimization_id": optimization.optimization_id,
-            "sent": bool(optimization.deliveries)})
+        log.info(
+            "automatic re-optimisation",
+            extra={
+                "portfolio_id": portfolio_id,
+                "optimization_id": optimization.optimization_id,
+                "sent": bool(optimization.deliveries),
+            },
+        )
 
     async def _moved_enough(self, optimization: service_pb2.Optimization) -> bool:
         last = await self._store.last_sent(optimization.portfolio_id)
@@ -123,7 +132,6 @@ class Reoptimiser:
         after = optimization.recommendation.target_allocation
         moved = max(abs(getattr(after, zone) - getattr(before, zone)) for zone in ("green", "orange", "red"))
         return moved > self._policy.threshold
-
 
 
 def watched_portfolios(settings: Settings, mirrored: tuple[str, ...]) -> tuple[str, ...]:

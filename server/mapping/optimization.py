@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 from google.protobuf import duration_pb2
 
-from equihome.optimization.v1 import allocation_pb2, optimization_service_pb2 as service_pb2
+from equihome.optimization.v1 import allocation_pb2
+from equihome.optimization.v1 import optimization_service_pb2 as service_pb2
 from equihome.type.v1 import metrics_pb2, zone_pb2
 from server.errors import InvalidArgument
 from simulation.config import ZONES, SimulationConfig
@@ -41,8 +42,11 @@ def check_request(request: service_pb2.OptimizeAllocationRequest) -> None:
     """Refuse every out-of-range option at once (the config is checked by admission)."""
     problems = list(_violations(request))
     if problems:
-        raise InvalidArgument("The optimisation request is invalid; the field violations list every problem.",
-                              problems, reason="OPTIMIZATION_INVALID")
+        raise InvalidArgument(
+            "The optimisation request is invalid; the field violations list every problem.",
+            problems,
+            reason="OPTIMIZATION_INVALID",
+        )
 
 
 def _violations(request: service_pb2.OptimizeAllocationRequest) -> Iterator[tuple[str, str]]:
@@ -51,9 +55,15 @@ def _violations(request: service_pb2.OptimizeAllocationRequest) -> Iterator[tupl
     for zone in ZONES:
         bounds = getattr(request.zone_bounds, zone)
         yield from _bounds_violations(bounds, f"zone_bounds.{zone}")
-    ranges = (("max_region_share", 1e-9, 1.0), ("target_return", -1.0, 1.0), ("risk_aversion", 0.0, MAX_RISK_AVERSION),
-              ("max_capital_cvar_95", 0.0, 1.0), ("min_prob_hurdle", 0.0, 0.999), ("max_zone_hhi", 1.0 / 3.0, 1.0),
-              ("max_turnover", 0.0, 1.0))
+    ranges = (
+        ("max_region_share", 1e-9, 1.0),
+        ("target_return", -1.0, 1.0),
+        ("risk_aversion", 0.0, MAX_RISK_AVERSION),
+        ("max_capital_cvar_95", 0.0, 1.0),
+        ("min_prob_hurdle", 0.0, 0.999),
+        ("max_zone_hhi", 1.0 / 3.0, 1.0),
+        ("max_turnover", 0.0, 1.0),
+    )
     for name, low, high in ranges:
         if request.HasField(name):
             value = getattr(request, name)
@@ -86,7 +96,9 @@ def _violations(request: service_pb2.OptimizeAllocationRequest) -> Iterator[tupl
 
 def _bounds_violations(bounds: allocation_pb2.WeightBounds, field: str) -> Iterator[tuple[str, str]]:
     for side in ("min", "max"):
-        if bounds.HasField(side) and not (math.isfinite(getattr(bounds, side)) and 0.0 <= getattr(bounds, side) <= 1.0):
+        if bounds.HasField(side) and not (
+            math.isfinite(getattr(bounds, side)) and 0.0 <= getattr(bounds, side) <= 1.0
+        ):
             yield f"{field}.{side}", "must lie within [0, 1]"
     if bounds.HasField("min") and bounds.HasField("max") and bounds.min > bounds.max:
         yield f"{field}.min", "must not exceed max"
@@ -95,8 +107,10 @@ def _bounds_violations(bounds: allocation_pb2.WeightBounds, field: str) -> Itera
 def run_config(request: service_pb2.OptimizeAllocationRequest, config: SimulationConfig) -> SimulationConfig:
     """``config`` with the request's paths and seed."""
     mc = config.monte_carlo
-    update = {"paths": request.paths if request.HasField("paths") else mc.paths,
-              "seed": request.seed if request.HasField("seed") else mc.seed}
+    update = {
+        "paths": request.paths if request.HasField("paths") else mc.paths,
+        "seed": request.seed if request.HasField("seed") else mc.seed,
+    }
     return config.model_copy(update={"monte_carlo": mc.model_copy(update=update)})
 
 
@@ -108,15 +122,22 @@ def check_against_config(request: service_pb2.OptimizeAllocationRequest, config:
         if item.region not in names:
             problems.append((f"region_bounds[{index}].region", "not a region of the fund's book"))
     if request.optimize_regions and len(names) > MAX_REGIONS_OPTIMISED:
-        problems.append(("optimize_regions", f"at most {MAX_REGIONS_OPTIMISED} regions can be optimised; the book "
-                         f"has {len(names)}"))
+        problems.append(
+            (
+                "optimize_regions",
+                f"at most {MAX_REGIONS_OPTIMISED} regions can be optimised; the book has {len(names)}",
+            )
+        )
     if not MIN_PATHS <= config.monte_carlo.paths <= MAX_PATHS or config.monte_carlo.deterministic:
         problems.append(("paths", f"the optimiser runs {MIN_PATHS} to {MAX_PATHS} random paths"))
     if not problems:
         problems += _weight_sum_violations(optimizer_request(request, config).limits)
     if problems:
-        raise InvalidArgument("The optimisation request does not fit the fund; the field violations say why.",
-                              problems, reason="OPTIMIZATION_INVALID")
+        raise InvalidArgument(
+            "The optimisation request does not fit the fund; the field violations say why.",
+            problems,
+            reason="OPTIMIZATION_INVALID",
+        )
 
 
 def _weight_sum_violations(limits: Limits) -> list[tuple[str, str]]:
@@ -144,8 +165,10 @@ def optimizer_request(request: service_pb2.OptimizeAllocationRequest, config: Si
     share = request.max_region_share if request.HasField("max_region_share") else 1.0
     region_bounds = {region.name: (0.0, share) for region in config.book.regions}
     for item in request.region_bounds:
-        region_bounds[item.region] = (item.bounds.min if item.bounds.HasField("min") else 0.0,
-                                      item.bounds.max if item.bounds.HasField("max") else share)
+        region_bounds[item.region] = (
+            item.bounds.min if item.bounds.HasField("min") else 0.0,
+            item.bounds.max if item.bounds.HasField("max") else share,
+        )
     limits = Limits(
         zone_bounds=tuple(zone_bounds),
         region_bounds=region_bounds if request.optimize_regions else {},
@@ -160,7 +183,9 @@ def optimizer_request(request: service_pb2.OptimizeAllocationRequest, config: Si
         target_return=_optional(request, "target_return"),
         risk_aversion=request.risk_aversion if request.HasField("risk_aversion") else 2.0,
         optimize_regions=request.optimize_regions,
-        frontier_points=request.frontier_points if request.HasField("frontier_points") else DEFAULT_FRONTIER_POINTS,
+        frontier_points=request.frontier_points
+        if request.HasField("frontier_points")
+        else DEFAULT_FRONTIER_POINTS,
         resimulate_key_points=request.resimulate_key_points,
     )
 
@@ -172,8 +197,9 @@ def _optional(message: object, name: str) -> float | None:
 # --- the outcome ------------------------------------------------------------------------------------------
 
 
-def optimization_proto(outcome: Outcome, config: SimulationConfig, *, engine_version: str,
-                       elapsed_seconds: float) -> service_pb2.Optimization:
+def optimization_proto(
+    outcome: Outcome, config: SimulationConfig, *, engine_version: str, elapsed_seconds: float
+) -> service_pb2.Optimization:
     """Everything but the id, owner, portfolio, time and deliveries, which the service sets."""
     recommended = outcome.recommendation
     return service_pb2.Optimization(
@@ -184,8 +210,10 @@ def optimization_proto(outcome: Outcome, config: SimulationConfig, *, engine_ver
         frontier=[point_proto(point) for point in outcome.frontier],
         max_sharpe=point_proto(outcome.max_sharpe) if outcome.max_sharpe is not None else None,
         min_risk=point_proto(outcome.min_risk),
-        binding_constraints=[allocation_pb2.BindingConstraint(name=b.name, value=b.value, limit=b.limit)
-                             for b in recommended.solution.binding],
+        binding_constraints=[
+            allocation_pb2.BindingConstraint(name=b.name, value=b.value, limit=b.limit)
+            for b in recommended.solution.binding
+        ],
         investable_capital=outcome.investable_capital,
         currency=config.fund.currency,
         paths=outcome.paths,
@@ -200,10 +228,16 @@ def recommendation(outcome: Outcome) -> allocation_pb2.AllocationRecommendation:
     message = allocation_pb2.AllocationRecommendation(
         target_allocation=zone_weights(point.solution.zone_weights),
         region_allocations=region_weights(point.solution.region_weights),
-        actions=[allocation_pb2.AllocationAction(
-            action_type=allocation_pb2.ACTION_TYPE_INCREASE_ALLOCATION if action.amount > 0
-            else allocation_pb2.ACTION_TYPE_DECREASE_ALLOCATION,
-            zone=ZONE_VALUES[ZONES.index(action.zone)], amount=abs(action.amount)) for action in outcome.actions],
+        actions=[
+            allocation_pb2.AllocationAction(
+                action_type=allocation_pb2.ACTION_TYPE_INCREASE_ALLOCATION
+                if action.amount > 0
+                else allocation_pb2.ACTION_TYPE_DECREASE_ALLOCATION,
+                zone=ZONE_VALUES[ZONES.index(action.zone)],
+                amount=abs(action.amount),
+            )
+            for action in outcome.actions
+        ],
     )
     if point.result is not None:
         message.expected_metrics.CopyFrom(expected_metrics(point.result))
@@ -215,17 +249,26 @@ def expected_metrics(result: SimulationResult) -> metrics_pb2.PortfolioMetrics:
     tails = {tail.confidence: tail for tail in result.risk.tails}
     risk = result.risk
     return metrics_pb2.PortfolioMetrics(
-        irr=result.metrics["lp_net_irr"].mean, equity_multiple=result.metrics["lp_moic"].mean,
-        roi=result.metrics["lp_roi"].mean, sharpe_ratio=risk.sharpe, sortino_ratio=risk.sortino,
-        var_95=tails[0.95].capital_var, var_99=tails[0.99].capital_var, cvar_95=tails[0.95].capital_cvar,
-        cvar_99=tails[0.99].capital_cvar, volatility=risk.volatility, prob_hurdle=risk.prob_hurdle)
+        irr=result.metrics["lp_net_irr"].mean,
+        equity_multiple=result.metrics["lp_moic"].mean,
+        roi=result.metrics["lp_roi"].mean,
+        sharpe_ratio=risk.sharpe,
+        sortino_ratio=risk.sortino,
+        var_95=tails[0.95].capital_var,
+        var_99=tails[0.99].capital_var,
+        cvar_95=tails[0.95].capital_cvar,
+        cvar_99=tails[0.99].capital_cvar,
+        volatility=risk.volatility,
+        prob_hurdle=risk.prob_hurdle,
+    )
 
 
 def point_proto(point: Point) -> allocation_pb2.FrontierPoint:
     message = allocation_pb2.FrontierPoint(
         weights=zone_weights(point.solution.zone_weights),
         region_weights=region_weights(point.solution.region_weights),
-        surrogate=figures(point.surrogate))
+        surrogate=figures(point.surrogate),
+    )
     if point.resimulated is not None and point.gap is not None:
         message.resimulated.CopyFrom(figures(point.resimulated))
         message.gap.CopyFrom(figures(point.gap))
@@ -234,9 +277,13 @@ def point_proto(point: Point) -> allocation_pb2.FrontierPoint:
 
 def figures(metrics: PointMetrics) -> allocation_pb2.AllocationFigures:
     return allocation_pb2.AllocationFigures(
-        expected_return=metrics.expected_return, volatility=metrics.volatility,
-        capital_cvar_95=metrics.capital_cvar_95, sharpe_ratio=metrics.sharpe_ratio,
-        prob_hurdle=metrics.prob_hurdle, expected_moic=metrics.expected_moic)
+        expected_return=metrics.expected_return,
+        volatility=metrics.volatility,
+        capital_cvar_95=metrics.capital_cvar_95,
+        sharpe_ratio=metrics.sharpe_ratio,
+        prob_hurdle=metrics.prob_hurdle,
+        expected_moic=metrics.expected_moic,
+    )
 
 
 def zone_weights(weights: np.ndarray) -> zone_pb2.ZoneWeights:
@@ -251,4 +298,3 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     duration = duration_pb2.Duration()
     duration.FromNanoseconds(int(seconds * 1e9))
     return duration
-

@@ -34,8 +34,8 @@ from server import errors
 from server.admission import RunLimits, admit, check_bounds, served
 from server.auth import current_principal
 from server.integration.live_books import LiveBooks
-from server.integration.reoptimise import SYSTEM_OWNER, ReoptimisePolicy, Reoptimiser, watched_portfolios
 from server.integration.outbox import Outbox, enqueue
+from server.integration.reoptimise import SYSTEM_OWNER, ReoptimisePolicy, Reoptimiser, watched_portfolios
 from server.jobs import JobRunner
 from server.mapping.optimization import check_against_config, check_request, run_config
 from server.services.optimization_job import OptimizationFailed, estimate_cost, job_payload, run_optimization
@@ -62,8 +62,15 @@ BOTH = (system_pb2.SYSTEM_TRAFFIC_LIGHT, system_pb2.SYSTEM_PORTFOLIO_MANAGEMENT)
 
 
 class Optimizations:
-    def __init__(self, store: OptimizationStore, runner: JobRunner, outbox: Outbox, publish: Publish,
-                 books: LiveBooks, limits: RunLimits):
+    def __init__(
+        self,
+        store: OptimizationStore,
+        runner: JobRunner,
+        outbox: Outbox,
+        publish: Publish,
+        books: LiveBooks,
+        limits: RunLimits,
+    ):
         self._store, self._runner, self._outbox = store, runner, outbox
         self._publish, self._books, self._limits = publish, books, limits
         self.reoptimiser: Reoptimiser | None = None  # set when automatic re-optimisation runs
@@ -84,8 +91,15 @@ class Optimizations:
         await asyncio.to_thread(estimate_cost, request, config, self._limits)
         return config
 
-    async def run(self, request: service_pb2.OptimizeAllocationRequest, *, owner: str, budget_s: float,
-                  automatic: bool = False, send: ShouldSend | None = None) -> Optimization:
+    async def run(
+        self,
+        request: service_pb2.OptimizeAllocationRequest,
+        *,
+        owner: str,
+        budget_s: float,
+        automatic: bool = False,
+        send: ShouldSend | None = None,
+    ) -> Optimization:
         """Admit, optimise in a worker, store, send (when the request asks, or ``send`` says so) and publish."""
         config = await self.admit(request)
         handle = self._runner.submit(run_optimization, job_payload(request, config), owner=owner or None)
@@ -94,10 +108,14 @@ class Optimizations:
         except TimeoutError:
             raise errors.DeadlineExceeded(
                 "The optimisation did not finish within the call's deadline; set a longer deadline or run fewer "
-                "paths.", reason="DEADLINE_TOO_SHORT", metadata={"paths": str(config.monte_carlo.paths)}) from None
+                "paths.",
+                reason="DEADLINE_TOO_SHORT",
+                metadata={"paths": str(config.monte_carlo.paths)},
+            ) from None
         except OptimizationFailed as failure:
-            raise errors.FailedPrecondition(f"No allocation satisfies the request: {failure}.",
-                                            reason=failure.reason) from None
+            raise errors.FailedPrecondition(
+                f"No allocation satisfies the request: {failure}.", reason=failure.reason
+            ) from None
         except errors.ServiceError:
             raise
         except Exception as failure:
@@ -110,32 +128,51 @@ class Optimizations:
         optimization.optimization_id = f"optimization_{uuid.uuid4().hex}"
         optimization.owner, optimization.portfolio_id = owner, request.portfolio_id
         optimization.create_time.FromDatetime(datetime.now(UTC))
-        record = OptimizationRecord(optimization.optimization_id, owner, request.portfolio_id, automatic, False,
-                                    optimization.SerializeToString(), datetime.now(UTC))
+        record = OptimizationRecord(
+            optimization.optimization_id,
+            owner,
+            request.portfolio_id,
+            automatic,
+            False,
+            optimization.SerializeToString(),
+            datetime.now(UTC),
+        )
         await self._store.save(record)
         if request.send_recommendations or (send is not None and await send(optimization)):
             optimization = await self.send(optimization, request.portfolio_id, BOTH)
-        self._publish(event_pb2.OptimizationCompleted(
-            optimization_id=optimization.optimization_id, portfolio_id=optimization.portfolio_id,
-            target_allocation=optimization.recommendation.target_allocation,
-            expected_metrics=optimization.recommendation.expected_metrics, owner=owner, automatic=automatic,
-            sent=bool(optimization.deliveries)))
+        self._publish(
+            event_pb2.OptimizationCompleted(
+                optimization_id=optimization.optimization_id,
+                portfolio_id=optimization.portfolio_id,
+                target_allocation=optimization.recommendation.target_allocation,
+                expected_metrics=optimization.recommendation.expected_metrics,
+                owner=owner,
+                automatic=automatic,
+                sent=bool(optimization.deliveries),
+            )
+        )
         return optimization
 
     async def get(self, optimization_id: str, owner: str, field: str = "optimization_id") -> Optimization:
         """The stored optimisation if ``owner``'s or automatic (every caller sees those)."""
         if not ID_PATTERN.fullmatch(optimization_id):
-            raise errors.InvalidArgument("optimization_id is not an optimisation id.",
-                                         [(field, "must be 'optimization_' and 32 hex digits")],
-                                         reason="FIELD_INVALID")
+            raise errors.InvalidArgument(
+                "optimization_id is not an optimisation id.",
+                [(field, "must be 'optimization_' and 32 hex digits")],
+                reason="FIELD_INVALID",
+            )
         record = await self._store.get(optimization_id)
         if record is None or record.owner not in (owner, SYSTEM_OWNER):
-            raise errors.NotFound(f"There is no optimisation {optimization_id}.", reason="OPTIMIZATION_NOT_FOUND",
-                                  metadata={"optimization_id": optimization_id})
+            raise errors.NotFound(
+                f"There is no optimisation {optimization_id}.",
+                reason="OPTIMIZATION_NOT_FOUND",
+                metadata={"optimization_id": optimization_id},
+            )
         return Optimization.FromString(record.body)
 
-    async def send(self, optimization: Optimization, portfolio_id: str,
-                   destinations: Sequence[int]) -> Optimization:
+    async def send(
+        self, optimization: Optimization, portfolio_id: str, destinations: Sequence[int]
+    ) -> Optimization:
         """Queue the recommendation for each destination (keyed by the optimisation id: a repeat queues
         nothing), record the deliveries on the stored optimisation, and wake the outbox."""
         built = []
@@ -143,9 +180,11 @@ class Optimizations:
             try:
                 built.append((system, _push(system, portfolio_id, optimization)))
             except PayloadError as problem:
-                raise errors.InvalidArgument("The recommendation cannot be sent as the guide's payload.",
-                                             [(problem.field, problem.problem)],
-                                             reason="RECOMMENDATION_INVALID") from None
+                raise errors.InvalidArgument(
+                    "The recommendation cannot be sent as the guide's payload.",
+                    [(problem.field, problem.problem)],
+                    reason="RECOMMENDATION_INVALID",
+                ) from None
         now = timestamp_pb2.Timestamp()
         now.FromDatetime(datetime.now(UTC))
         sent = Optimization()
@@ -154,8 +193,12 @@ class Optimizations:
 
         def queue(connection: sqlite3.Connection) -> bytes:
             for system, push in built:
-                sent.deliveries.add(system=system, queue_time=now, newly_queued=enqueue(connection, push),
-                                    status=status_pb2.Status(code=grpc.StatusCode.OK.value[0]))
+                sent.deliveries.add(
+                    system=system,
+                    queue_time=now,
+                    newly_queued=enqueue(connection, push),
+                    status=status_pb2.Status(code=grpc.StatusCode.OK.value[0]),
+                )
             return sent.SerializeToString()
 
         await self._store.mark_sent(optimization.optimization_id, queue)
@@ -165,8 +208,9 @@ class Optimizations:
 
 def _push(system: int, portfolio_id: str, optimization: Optimization) -> pushes.Push:
     if system == system_pb2.SYSTEM_TRAFFIC_LIGHT:
-        return pushes.traffic_light_recommendations(portfolio_id, optimization.recommendation,
-                                                    key=optimization.optimization_id)
+        return pushes.traffic_light_recommendations(
+            portfolio_id, optimization.recommendation, key=optimization.optimization_id
+        )
     return pushes.pms_recommendations(portfolio_id, optimization.optimization_id, optimization.recommendation)
 
 
@@ -184,14 +228,18 @@ class OptimizationService(optimization_service_pb2_grpc.OptimizationServiceServi
         self, request: service_pb2.GetOptimizationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.GetOptimizationResponse:
         return service_pb2.GetOptimizationResponse(
-            optimization=await self.optimizations.get(request.optimization_id, _caller()))
+            optimization=await self.optimizations.get(request.optimization_id, _caller())
+        )
 
     async def SendRecommendations(  # noqa: N802
         self, request: service_pb2.SendRecommendationsRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.SendRecommendationsResponse:
         destinations = list(request.destinations) or list(BOTH)
-        bad = [(f"destinations[{i}]", "must be SYSTEM_TRAFFIC_LIGHT or SYSTEM_PORTFOLIO_MANAGEMENT")
-               for i, system in enumerate(destinations) if system not in DESTINATIONS]
+        bad = [
+            (f"destinations[{i}]", "must be SYSTEM_TRAFFIC_LIGHT or SYSTEM_PORTFOLIO_MANAGEMENT")
+            for i, system in enumerate(destinations)
+            if system not in DESTINATIONS
+        ]
         if len(set(destinations)) != len(destinations):
             bad.append(("destinations", "a system appears twice"))
         if bad:
@@ -201,10 +249,15 @@ class OptimizationService(optimization_service_pb2_grpc.OptimizationServiceServi
         if not portfolio_id:
             raise errors.InvalidArgument(
                 "The optimisation has no portfolio; name the one the recommendation is for.",
-                [("portfolio_id", "required: the optimisation was not of a portfolio")], reason="FIELD_INVALID")
+                [("portfolio_id", "required: the optimisation was not of a portfolio")],
+                reason="FIELD_INVALID",
+            )
         if len(portfolio_id) > 128 or "/" in portfolio_id:
-            raise errors.InvalidArgument("portfolio_id is not a PMS portfolio id.",
-                                         [("portfolio_id", "at most 128 characters, no '/'")], reason="FIELD_INVALID")
+            raise errors.InvalidArgument(
+                "portfolio_id is not a PMS portfolio id.",
+                [("portfolio_id", "at most 128 characters, no '/'")],
+                reason="FIELD_INVALID",
+            )
         sent = await self.optimizations.send(optimization, portfolio_id, destinations)
         return service_pb2.SendRecommendationsResponse(deliveries=sent.deliveries)
 
@@ -223,18 +276,27 @@ def _time_budget(context: grpc.aio.ServicerContext) -> float:
     return max(remaining - DEADLINE_MARGIN_S, 0.0)
 
 
-
 def optimizations(deps: ServiceDependencies) -> Optimizations:
     """The optimiser of a server, and its automatic re-optimisation when integrations are on."""
     settings, integrations = deps.settings, deps.integrations
     built = Optimizations(
-        deps.store.optimizations, deps.runner, integrations.outbox, integrations.bus.publish_engine_event,
-        LiveBooks(integrations.mirror, integrations.sync), RunLimits.from_settings(settings))
+        deps.store.optimizations,
+        deps.runner,
+        integrations.outbox,
+        integrations.bus.publish_engine_event,
+        LiveBooks(integrations.mirror, integrations.sync),
+        RunLimits.from_settings(settings),
+    )
     deps.lifecycle.add_background_task(purge_expired(deps.store.optimizations), name="optimisation retention")
     portfolios = watched_portfolios(settings, integrations.portfolios)
     if settings.reoptimize and settings.integrations != "off" and portfolios:
-        policy = ReoptimisePolicy(portfolios, settings.reoptimize_debounce_s, settings.reoptimize_max_wait_s,
-                                  settings.reoptimize_threshold, settings.reoptimize_paths)
+        policy = ReoptimisePolicy(
+            portfolios,
+            settings.reoptimize_debounce_s,
+            settings.reoptimize_max_wait_s,
+            settings.reoptimize_threshold,
+            settings.reoptimize_paths,
+        )
         reoptimiser = Reoptimiser(integrations.bus, built, deps.store.optimizations, policy)
         built.reoptimiser = reoptimiser
         deps.lifecycle.add_background_task(reoptimiser.run_forever(), name="automatic re-optimisation")

@@ -16,7 +16,12 @@ import time
 from equihome.optimization.v1 import optimization_service_pb2 as service_pb2
 from server.admission import RunLimits, too_costly
 from server.mapping.config import engine_to_config, load_engine_config
-from server.mapping.optimization import check_against_config, optimization_proto, optimizer_request, run_config
+from server.mapping.optimization import (
+    check_against_config,
+    optimization_proto,
+    optimizer_request,
+    run_config,
+)
 from server.mapping.simulation import RUN_PARALLELISM
 from server.services.simulation_job import chunk_threads
 from server.workers import JobCancelled, JobReporter
@@ -48,8 +53,9 @@ def job_payload(request: service_pb2.OptimizeAllocationRequest, config: Simulati
     return job.SerializeToString()
 
 
-def estimate_cost(request: service_pb2.OptimizeAllocationRequest, config: SimulationConfig,
-                  limits: RunLimits) -> cost.RunCost:
+def estimate_cost(
+    request: service_pb2.OptimizeAllocationRequest, config: SimulationConfig, limits: RunLimits
+) -> cost.RunCost:
     """The cost of all of the optimisation's engine runs (one after another, so memory is one run's); refuses
     it (RUN_TOO_COSTLY naming ``base_config``) beyond ``limits``."""
     runs = simulation_runs(config, optimizer_request(request, config))
@@ -66,12 +72,18 @@ def run_optimization(payload: bytes, reporter: JobReporter) -> bytes:
     config = run_config(request, load_engine_config(request.base_config, "base_config"))
     check_against_config(request, config)
     try:
-        outcome = optimize(config, optimizer_request(request, config), progress=reporter.progress,
-                           cancelled=reporter.cancelled, executor=chunk_threads())
+        outcome = optimize(
+            config,
+            optimizer_request(request, config),
+            progress=reporter.progress,
+            cancelled=reporter.cancelled,
+            executor=chunk_threads(),
+        )
     except engine.Cancelled as stop:
         raise JobCancelled(str(stop)) from None
     except OptimizationError as failure:
         raise OptimizationFailed(failure.reason, str(failure)) from None
-    optimization = optimization_proto(outcome, config, engine_version=ENGINE_VERSION,
-                                      elapsed_seconds=time.perf_counter() - started)
+    optimization = optimization_proto(
+        outcome, config, engine_version=ENGINE_VERSION, elapsed_seconds=time.perf_counter() - started
+    )
     return service_pb2.OptimizeAllocationResponse(optimization=optimization).SerializeToString()

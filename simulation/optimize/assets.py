@@ -17,7 +17,6 @@ from simulation import engine
 from simulation.config import ZONES, SimulationConfig, load_config
 from simulation.executors import CancelCheck, ChunkExecutor
 
-
 MIN_REGION_WEIGHT = 1e-9  # a region below this share gets no loans
 
 
@@ -63,8 +62,9 @@ def zone_region_assets(config: SimulationConfig) -> tuple[Asset, ...]:
     return tuple(Asset(zone, region.name) for zone in range(len(ZONES)) for region in config.book.regions)
 
 
-def allocation_config(config: SimulationConfig, zone_weights: np.ndarray,
-                      region_weights: dict[str, float] | None = None) -> SimulationConfig:
+def allocation_config(
+    config: SimulationConfig, zone_weights: np.ndarray, region_weights: dict[str, float] | None = None
+) -> SimulationConfig:
     """The fund with its whole book generated at ``zone_weights`` (and ``region_weights`` when given,
     regions of zero weight left out); explicit loans are dropped. Validated like any config."""
     data = config.model_dump(mode="json")
@@ -72,8 +72,11 @@ def allocation_config(config: SimulationConfig, zone_weights: np.ndarray,
     book["loans"], book["generate"] = [], True
     book["generated"]["zone_allocation"] = dict(zip(ZONES, (float(x) for x in zone_weights)))
     if region_weights is not None:
-        book["regions"] = [dict(region, weight=region_weights[region["name"]]) for region in book["regions"]
-                           if region_weights.get(region["name"], 0.0) > MIN_REGION_WEIGHT]
+        book["regions"] = [
+            dict(region, weight=region_weights[region["name"]])
+            for region in book["regions"]
+            if region_weights.get(region["name"], 0.0) > MIN_REGION_WEIGHT
+        ]
     return load_config(data)
 
 
@@ -85,19 +88,31 @@ def asset_config(config: SimulationConfig, asset: Asset) -> SimulationConfig:
 Progress = Callable[[int], None]  # paths done so far, over all the sub-funds
 
 
-def simulate_assets(config: SimulationConfig, assets: tuple[Asset, ...], *, progress: Progress | None = None,
-                    cancelled: CancelCheck | None = None, executor: ChunkExecutor | None = None) -> ReturnPaths:
+def simulate_assets(
+    config: SimulationConfig,
+    assets: tuple[Asset, ...],
+    *,
+    progress: Progress | None = None,
+    cancelled: CancelCheck | None = None,
+    executor: ChunkExecutor | None = None,
+) -> ReturnPaths:
     """Run every asset's sub-fund with the fund's seed and collect its per-path LP IRR and MOIC."""
     irr: list[np.ndarray] = []
     moic: list[np.ndarray] = []
     per_run = engine.path_count(config)
     for asset in assets:
+
         def report(p: engine.Progress, before: int = len(irr) * per_run) -> None:
             if progress is not None:
                 progress(before + p.paths_done)
 
-        result = engine.run(asset_config(config, asset), progress=report, cancelled=cancelled, keep_paths=True,
-                            executor=executor)
+        result = engine.run(
+            asset_config(config, asset),
+            progress=report,
+            cancelled=cancelled,
+            keep_paths=True,
+            executor=executor,
+        )
         assert result.paths is not None
         irr.append(result.paths["lp_net_irr"])
         moic.append(result.paths["lp_moic"])

@@ -28,7 +28,9 @@ def efficient_frontier(model: AllocationModel, points: int, tick: Tick | None = 
         target.value = min(float(value), high_mean - 1e-12 * max(1.0, abs(high_mean)))
         problem.solve(solver=SOLVER)
         if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-            raise OptimizationError("SOLVER_FAILED", f"the frontier point at mean {value:.6f} ended {problem.status}")
+            raise OptimizationError(
+                "SOLVER_FAILED", f"the frontier point at mean {value:.6f} ended {problem.status}"
+            )
         out.append(model.solution(w.value))
         if tick is not None:
             tick()

@@ -30,7 +30,11 @@ SOLVER = cp.CLARABEL
 CVAR_TAIL = 0.05  # capital CVaR 95 %
 BINDING_TOLERANCE = 1e-5
 DEFAULT_ZONE_BOUNDS = ((0.30, 0.80), (0.10, 0.50), (0.00, 0.30))  # domain §6.2
-GUARDRAIL_ZONE_CAPS = (1.00, 0.30, 0.05)  # domain §9.4 guardrails: green ≤ 100 %, orange ≤ 30 %, red ≤ 5 % of NAV
+GUARDRAIL_ZONE_CAPS = (
+    1.00,
+    0.30,
+    0.05,
+)  # domain §9.4 guardrails: green ≤ 100 %, orange ≤ 30 %, red ≤ 5 % of NAV
 DEFAULT_MAX_CAPITAL_CVAR_95 = 0.20
 DEFAULT_MIN_PROB_HURDLE = 0.70
 NO_EXCESS_RETURN = "NO_EXCESS_RETURN"
@@ -95,9 +99,13 @@ class AllocationModel:
 
     def __init__(self, paths: ReturnPaths, limits: Limits, goal: Goal):
         self.paths, self.limits, self.goal = paths, limits, goal
-        self.zone_matrix = np.array([[1.0 if a.zone == z else 0.0 for a in paths.assets] for z in range(len(ZONES))])
+        self.zone_matrix = np.array(
+            [[1.0 if a.zone == z else 0.0 for a in paths.assets] for z in range(len(ZONES))]
+        )
         self.regions = sorted({a.region for a in paths.assets if a.region is not None})
-        self.region_matrix = np.array([[1.0 if a.region == r else 0.0 for a in paths.assets] for r in self.regions])
+        self.region_matrix = np.array(
+            [[1.0 if a.region == r else 0.0 for a in paths.assets] for r in self.regions]
+        )
         self.mean = paths.irr.mean(axis=0)
         self.covariance = np.atleast_2d(np.cov(paths.irr, rowvar=False, ddof=1))
         self._check_limits()
@@ -123,7 +131,9 @@ class AllocationModel:
         if limits.max_capital_cvar_95 is not None:
             alpha = cp.Variable()
             loss = cp.pos(s - self.paths.moic @ w)
-            out.append(alpha + cp.sum(cp.pos(loss - alpha)) / (CVAR_TAIL * k) <= limits.max_capital_cvar_95 * s)
+            out.append(
+                alpha + cp.sum(cp.pos(loss - alpha)) / (CVAR_TAIL * k) <= limits.max_capital_cvar_95 * s
+            )
         if limits.min_prob_hurdle is not None and limits.min_prob_hurdle > 0.0:
             beta = cp.Variable()
             shortfall = self.goal.hurdle_rate * s - self.paths.irr @ w
@@ -135,8 +145,11 @@ class AllocationModel:
         lows = sum(low for z, (low, _) in enumerate(self.limits.zone_bounds) if self.zone_matrix[z].any())
         highs = sum(high for z, (_, high) in enumerate(self.limits.zone_bounds) if self.zone_matrix[z].any())
         if lows > 1.0 + 1e-12 or highs < 1.0 - 1e-12:
-            raise OptimizationError("BOUNDS_INFEASIBLE", f"the zone bounds admit no weights summing to 1 "
-                                    f"(minimums sum to {lows:g}, maximums to {highs:g})")
+            raise OptimizationError(
+                "BOUNDS_INFEASIBLE",
+                f"the zone bounds admit no weights summing to 1 "
+                f"(minimums sum to {lows:g}, maximums to {highs:g})",
+            )
 
     # --- objectives ------------------------------------------------------------------------------------
 
@@ -164,12 +177,16 @@ class AllocationModel:
         best_mean = self._solution_mean(self.solve(Objective.MAX_RETURN))
         if best_mean <= self.goal.risk_free_rate:
             raise OptimizationError(
-                NO_EXCESS_RETURN, f"no allowed allocation has a mean LP IRR above the risk-free rate "
-                f"{self.goal.risk_free_rate:g} (the best is {best_mean:.4f}); the Sharpe ratio has no maximum")
+                NO_EXCESS_RETURN,
+                f"no allowed allocation has a mean LP IRR above the risk-free rate "
+                f"{self.goal.risk_free_rate:g} (the best is {best_mean:.4f}); the Sharpe ratio has no maximum",
+            )
         y, kappa = cp.Variable(len(self.paths.assets)), cp.Variable(nonneg=True)
         excess = (self.mean - self.goal.risk_free_rate) @ y
-        problem = cp.Problem(cp.Minimize(cp.quad_form(y, cp.psd_wrap(self.covariance))),
-                             [excess == 1.0, *self.constraints(y, kappa)])
+        problem = cp.Problem(
+            cp.Minimize(cp.quad_form(y, cp.psd_wrap(self.covariance))),
+            [excess == 1.0, *self.constraints(y, kappa)],
+        )
         self._run(problem, Objective.MAX_SHARPE)
         return self.solution(y.value / kappa.value)
 
@@ -180,12 +197,19 @@ class AllocationModel:
         try:
             problem.solve(solver=SOLVER)
         except cp.error.SolverError as failure:
-            raise OptimizationError("SOLVER_FAILED", f"the solver failed on {objective.value}: {failure}") from None
+            raise OptimizationError(
+                "SOLVER_FAILED", f"the solver failed on {objective.value}: {failure}"
+            ) from None
         if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
-            raise OptimizationError("CONSTRAINTS_INFEASIBLE", "no allocation satisfies every constraint "
-                                    "(zone and region bounds, HHI, turnover, tail limits and target return)")
+            raise OptimizationError(
+                "CONSTRAINTS_INFEASIBLE",
+                "no allocation satisfies every constraint "
+                "(zone and region bounds, HHI, turnover, tail limits and target return)",
+            )
         if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-            raise OptimizationError("SOLVER_FAILED", f"the solver ended {problem.status} on {objective.value}")
+            raise OptimizationError(
+                "SOLVER_FAILED", f"the solver ended {problem.status} on {objective.value}"
+            )
 
     # --- a solution, cleaned and explained ------------------------------------------------------------
 

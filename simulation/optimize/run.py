@@ -23,9 +23,9 @@ from .frontier import efficient_frontier
 from .problem import (
     DEFAULT_MAX_CAPITAL_CVAR_95,
     DEFAULT_MIN_PROB_HURDLE,
+    NO_EXCESS_RETURN,
     AllocationModel,
     Goal,
-    NO_EXCESS_RETURN,
     Limits,
     Objective,
     OptimizationError,
@@ -106,10 +106,14 @@ def effective_request(request: Request) -> Request:
     if request.objective is not Objective.MAX_RETURN_CVAR_LIMITED:
         return request
     limits = request.limits
-    return replace(request, limits=replace(
-        limits,
-        max_capital_cvar_95=_default(limits.max_capital_cvar_95, DEFAULT_MAX_CAPITAL_CVAR_95),
-        min_prob_hurdle=_default(limits.min_prob_hurdle, DEFAULT_MIN_PROB_HURDLE)))
+    return replace(
+        request,
+        limits=replace(
+            limits,
+            max_capital_cvar_95=_default(limits.max_capital_cvar_95, DEFAULT_MAX_CAPITAL_CVAR_95),
+            min_prob_hurdle=_default(limits.min_prob_hurdle, DEFAULT_MIN_PROB_HURDLE),
+        ),
+    )
 
 
 def _default(value: float | None, default: float) -> float:
@@ -129,13 +133,20 @@ def current_weights(config: SimulationConfig, regions: bool) -> tuple[np.ndarray
     zones = np.bincount(book.zone, book.amount, len(ZONES)) / total
     if not regions:
         return zones, zones, total
-    cells = np.bincount(book.zone * len(config.book.regions) + book.region, book.amount,
-                        len(ZONES) * len(config.book.regions))
+    cells = np.bincount(
+        book.zone * len(config.book.regions) + book.region, book.amount, len(ZONES) * len(config.book.regions)
+    )
     return zones, cells / total, total
 
 
-def optimize(config: SimulationConfig, request: Request, *, progress: Callable[[int, int], None] | None = None,
-             cancelled: CancelCheck | None = None, executor: ChunkExecutor | None = None) -> Outcome:
+def optimize(
+    config: SimulationConfig,
+    request: Request,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancelled: CancelCheck | None = None,
+    executor: ChunkExecutor | None = None,
+) -> Outcome:
     """Optimise the zone (and region) weights of ``config``'s fund; ``progress(done, total)`` in units of paths
     simulated and frontier points, ``cancelled()`` checked between chunks and points."""
     request = effective_request(request)
@@ -148,24 +159,33 @@ def optimize(config: SimulationConfig, request: Request, *, progress: Callable[[
         limits = replace(limits, current=tuple(zones_now.tolist()))
     assets = zone_region_assets(config) if request.optimize_regions else zone_assets()
     paths = _simulate(config, assets, work, cancelled, executor)
-    goal = Goal(objective=request.objective, risk_free_rate=config.reporting.risk_free_rate,
-                hurdle_rate=config.waterfall.hurdle_rate, target_return=request.target_return,
-                risk_aversion=request.risk_aversion)
+    goal = Goal(
+        objective=request.objective,
+        risk_free_rate=config.reporting.risk_free_rate,
+        hurdle_rate=config.waterfall.hurdle_rate,
+        target_return=request.target_return,
+        risk_aversion=request.risk_aversion,
+    )
     model = AllocationModel(paths, limits, goal)
 
     def measured(solution: Solution) -> Point:
         return Point(solution, point_metrics(paths, solution.weights, goal.risk_free_rate, goal.hurdle_rate))
 
     recommended = measured(model.solve())
-    frontier = tuple(measured(s) for s in efficient_frontier(model, request.frontier_points, lambda: work.add(1)))
+    frontier = tuple(
+        measured(s) for s in efficient_frontier(model, request.frontier_points, lambda: work.add(1))
+    )
     max_sharpe = recommended if request.objective is Objective.MAX_SHARPE else _max_sharpe(model, measured)
     min_risk = frontier[0]
     current = measured(Solution(assets_now, zones_now, _region_totals(config, assets_now, request), ()))
 
     def resimulated(point: Point) -> Point:
         region_weights = point.solution.region_weights or None
-        result = engine.run(allocation_config(config, point.solution.zone_weights, region_weights),
-                            cancelled=cancelled, executor=executor)
+        result = engine.run(
+            allocation_config(config, point.solution.zone_weights, region_weights),
+            cancelled=cancelled,
+            executor=executor,
+        )
         work.add(n_paths)
         return replace(point, resimulated=engine_metrics(result), result=result)
 
@@ -174,9 +194,17 @@ def optimize(config: SimulationConfig, request: Request, *, progress: Callable[[
         current, min_risk = resimulated(current), resimulated(min_risk)
         max_sharpe = None if max_sharpe is None else resimulated(max_sharpe)
     return Outcome(
-        recommendation=recommended, current=current, frontier=frontier, max_sharpe=max_sharpe, min_risk=min_risk,
-        actions=actions(zones_now, recommended.solution.zone_weights, capital), investable_capital=capital,
-        paths=paths.paths, dropped_paths=paths.dropped_paths, objective=request.objective)
+        recommendation=recommended,
+        current=current,
+        frontier=frontier,
+        max_sharpe=max_sharpe,
+        min_risk=min_risk,
+        actions=actions(zones_now, recommended.solution.zone_weights, capital),
+        investable_capital=capital,
+        paths=paths.paths,
+        dropped_paths=paths.dropped_paths,
+        objective=request.objective,
+    )
 
 
 def _max_sharpe(model: AllocationModel, measured: Callable[[Solution], Point]) -> Point | None:
@@ -189,8 +217,13 @@ def _max_sharpe(model: AllocationModel, measured: Callable[[Solution], Point]) -
         return None
 
 
-def _simulate(config: SimulationConfig, assets: tuple, work: Work, cancelled: CancelCheck | None,
-              executor: ChunkExecutor | None) -> ReturnPaths:
+def _simulate(
+    config: SimulationConfig,
+    assets: tuple,
+    work: Work,
+    cancelled: CancelCheck | None,
+    executor: ChunkExecutor | None,
+) -> ReturnPaths:
     base = work.done
 
     def report(paths_done: int) -> None:
@@ -212,19 +245,32 @@ def _region_totals(config: SimulationConfig, asset_weights: np.ndarray, request:
 
 def actions(current: np.ndarray, target: np.ndarray, capital: float) -> tuple[Action, ...]:
     """One action per zone whose weight changes: ``(target − current) × capital``."""
-    return tuple(Action(zone, float((t - c) * capital)) for zone, c, t in zip(ZONES, current, target)
-                 if abs(t - c) > ACTION_TOLERANCE)
+    return tuple(
+        Action(zone, float((t - c) * capital))
+        for zone, c, t in zip(ZONES, current, target)
+        if abs(t - c) > ACTION_TOLERANCE
+    )
 
 
 def engine_metrics(result: SimulationResult) -> PointMetrics:
     """The surrogate's figures as the engine reports them for a whole run."""
     tail = next(t for t in result.risk.tails if t.confidence == TAIL_CONFIDENCE)
     return PointMetrics(
-        expected_return=result.metrics["lp_net_irr"].mean, volatility=result.risk.volatility,
-        sharpe_ratio=result.risk.sharpe, capital_cvar_95=tail.capital_cvar, prob_hurdle=result.risk.prob_hurdle,
-        expected_moic=result.metrics["lp_moic"].mean)
+        expected_return=result.metrics["lp_net_irr"].mean,
+        volatility=result.risk.volatility,
+        sharpe_ratio=result.risk.sharpe,
+        capital_cvar_95=tail.capital_cvar,
+        prob_hurdle=result.risk.prob_hurdle,
+        expected_moic=result.metrics["lp_moic"].mean,
+    )
 
 
 def _values(point: PointMetrics) -> tuple[float, ...]:
-    return (point.expected_return, point.volatility, point.sharpe_ratio, point.capital_cvar_95, point.prob_hurdle,
-            point.expected_moic)
+    return (
+        point.expected_return,
+        point.volatility,
+        point.sharpe_ratio,
+        point.capital_cvar_95,
+        point.prob_hurdle,
+        point.expected_moic,
+    )

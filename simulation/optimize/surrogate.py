@@ -25,7 +25,9 @@ class PointMetrics:
     expected_moic: float  # mean LP MOIC
 
 
-def point_metrics(paths: ReturnPaths, weights: np.ndarray, risk_free_rate: float, hurdle_rate: float) -> PointMetrics:
+def point_metrics(
+    paths: ReturnPaths, weights: np.ndarray, risk_free_rate: float, hurdle_rate: float
+) -> PointMetrics:
     irr = paths.irr @ weights
     moic = paths.moic @ weights
     loss = np.maximum(0.0, 1.0 - moic)

@@ -30,8 +30,13 @@ from tests.integration.conftest import Service, eventually, service_settings, ta
 PORTFOLIO = "portfolio_456"
 TLS_PATH = "/api/traffic-light/recommendations"
 PMS_PATH = f"/api/pms/portfolios/{PORTFOLIO}/recommendations"
-REOPTIMISING = {"reoptimize": True, "reoptimize_debounce_s": 1.0, "reoptimize_paths": 100, "integration_sync": True,
-                "reoptimize_threshold": 0.02}
+REOPTIMISING = {
+    "reoptimize": True,
+    "reoptimize_debounce_s": 1.0,
+    "reoptimize_paths": 100,
+    "integration_sync": True,
+    "reoptimize_threshold": 0.02,
+}
 
 
 def recommendation_posts(sandbox: Sandbox) -> tuple[list, list]:
@@ -44,18 +49,30 @@ def assert_guide_payloads(tls_body: dict, pms_body: dict) -> None:
     """The two bodies exactly as the integration guide shows them."""
     assert set(tls_body) == {"portfolio_id", "recommendations"} and tls_body["portfolio_id"] == PORTFOLIO
     tls = tls_body["recommendations"]
-    assert set(tls) == {"green_zone_allocation", "orange_zone_allocation", "red_zone_allocation",
-                        "region_allocations"}
-    assert abs(tls["green_zone_allocation"] + tls["orange_zone_allocation"] + tls["red_zone_allocation"] - 1) < 1e-9
+    assert set(tls) == {
+        "green_zone_allocation",
+        "orange_zone_allocation",
+        "red_zone_allocation",
+        "region_allocations",
+    }
+    assert (
+        abs(tls["green_zone_allocation"] + tls["orange_zone_allocation"] + tls["red_zone_allocation"] - 1)
+        < 1e-9
+    )
     assert set(pms_body) == {"optimization_id", "recommendations"}
     pms = pms_body["recommendations"]
     assert set(pms) == {"target_allocation", "expected_metrics", "actions"}
-    assert pms["target_allocation"] == {"green": tls["green_zone_allocation"], "orange": tls["orange_zone_allocation"],
-                                        "red": tls["red_zone_allocation"]}
+    assert pms["target_allocation"] == {
+        "green": tls["green_zone_allocation"],
+        "orange": tls["orange_zone_allocation"],
+        "red": tls["red_zone_allocation"],
+    }
     assert {"irr", "equity_multiple", "roi", "sharpe_ratio"} <= set(pms["expected_metrics"])
     for action in pms["actions"]:
         assert set(action) == {"action_type", "zone", "amount"}
-        assert action["action_type"] in {"increase_allocation", "decrease_allocation"} and action["amount"] > 0
+        assert (
+            action["action_type"] in {"increase_allocation", "decrease_allocation"} and action["amount"] > 0
+        )
 
 
 @dataclass
@@ -130,12 +147,26 @@ async def test_a_burst_of_ten_changes_gives_one_run_and_an_unmoved_recommendatio
 
 
 async def test_the_cli_optimises_a_live_portfolio_on_the_server_and_sends_it(
-    sandbox: Sandbox, make_service: Callable[..., Awaitable[Service]], tmp_path: Path, capsys: pytest.CaptureFixture
+    sandbox: Sandbox,
+    make_service: Callable[..., Awaitable[Service]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     service = await make_service(sandbox, integration_sync=True)
     out = tmp_path / "optimization.json"
-    argv = ["--portfolio", PORTFOLIO, "--server", f"127.0.0.1:{service.app.port}", "--paths", "100",
-            "--frontier-points", "3", "--send", "--json", str(out)]
+    argv = [
+        "--portfolio",
+        PORTFOLIO,
+        "--server",
+        f"127.0.0.1:{service.app.port}",
+        "--paths",
+        "100",
+        "--frontier-points",
+        "3",
+        "--send",
+        "--json",
+        str(out),
+    ]
     assert await asyncio.to_thread(optimize_cli.main, argv) == 0
     assert "efficient frontier" in capsys.readouterr().out
     written = json.loads(out.read_text())

@@ -28,8 +28,9 @@ def optimization() -> pb.Optimization:
     data = copy.deepcopy(SMALL_FUND)
     data["monte_carlo"]["paths"] = 200
     config = load_config(data)
-    message = optimization_proto(optimize(config, Request(frontier_points=8)), config, engine_version="test",
-                                 elapsed_seconds=1.5)
+    message = optimization_proto(
+        optimize(config, Request(frontier_points=8)), config, engine_version="test", elapsed_seconds=1.5
+    )
     message.optimization_id = "optimization_" + "a" * 32
     return message
 
@@ -50,7 +51,10 @@ def test_a_saved_get_optimization_response_is_reported(tmp_path: Path, optimizat
     target = optimization.recommended.weights
     assert f"{target.green * 100:.2f}% / {target.orange * 100:.2f}% / {target.red * 100:.2f}%" in text
     resimulated, gap = optimization.recommended.resimulated, optimization.recommended.gap
-    assert f"{resimulated.expected_return * 100:.2f}%" in text and f"gap {gap.expected_return * 100:.2f}%" in text
+    assert (
+        f"{resimulated.expected_return * 100:.2f}%" in text
+        and f"gap {gap.expected_return * 100:.2f}%" in text
+    )
     assert optimization.recommendation.actions
     for action in optimization.recommendation.actions:
         assert Units("AUD").format(action.amount, Unit.MONEY) in text
@@ -59,8 +63,10 @@ def test_a_saved_get_optimization_response_is_reported(tmp_path: Path, optimizat
     assert names == ["efficient frontier", "recommendation", "current book", "maximum Sharpe", "minimum risk"]
     assert len(frontier_chart.figure.data[0].x) == len(optimization.frontier) == 8
     star = frontier_chart.figure.data[1]
-    assert (star.x[0], star.y[0]) == (optimization.recommended.surrogate.volatility,
-                                      optimization.recommended.surrogate.expected_return)
+    assert (star.x[0], star.y[0]) == (
+        optimization.recommended.surrogate.volatility,
+        optimization.recommended.surrogate.expected_return,
+    )
     allocation = next(chart for chart in report.charts() if chart.key == "allocation")
     current = optimization.current.weights
     assert list(allocation.figure.data[0].y) == [current.green, current.orange, current.red]

@@ -64,7 +64,9 @@ def test_a_cancel_lands_between_chunks() -> None:
 def test_the_cost_counts_every_engine_run() -> None:
     config = small_config(200)
     plain = estimate_cost(pb.OptimizeAllocationRequest(), config, RunLimits(8 << 30, 1e12))
-    more = estimate_cost(pb.OptimizeAllocationRequest(resimulate_key_points=True), config, RunLimits(8 << 30, 1e12))
+    more = estimate_cost(
+        pb.OptimizeAllocationRequest(resimulate_key_points=True), config, RunLimits(8 << 30, 1e12)
+    )
     assert more.work == pytest.approx(plain.work * 7 / 4)  # 3 sub-funds + 1 re-simulation, then 3 more
     with pytest.raises(InvalidArgument) as refused:
         estimate_cost(pb.OptimizeAllocationRequest(), config, RunLimits(8 << 30, plain.work / 2))
@@ -72,8 +74,11 @@ def test_the_cost_counts_every_engine_run() -> None:
 
 
 def test_an_optimisation_without_a_sharpe_maximum_leaves_it_unset() -> None:
-    config = small_config().model_copy(update={"reporting": small_config().reporting.model_copy(
-        update={"risk_free_rate": 0.5})})
+    config = small_config().model_copy(
+        update={"reporting": small_config().reporting.model_copy(update={"risk_free_rate": 0.5})}
+    )
     request = pb.OptimizeAllocationRequest(objective=allocation_pb2.OBJECTIVE_MIN_VARIANCE, frontier_points=3)
-    answer = pb.OptimizeAllocationResponse.FromString(run_optimization(job_payload(request, config), Reporter()))
+    answer = pb.OptimizeAllocationResponse.FromString(
+        run_optimization(job_payload(request, config), Reporter())
+    )
     assert not answer.optimization.HasField("max_sharpe") and answer.optimization.HasField("recommended")

@@ -7,8 +7,11 @@ from pathlib import Path
 
 from server.optimize_cli import main
 
-SMALL = {"fund": {"size": 5_000_000, "deployment_target_fraction": 0.8},
-         "fees": {"fixed_expenses": 10_000, "organisation_costs": 20_000}, "monte_carlo": {"paths": 200}}
+SMALL = {
+    "fund": {"size": 5_000_000, "deployment_target_fraction": 0.8},
+    "fees": {"fixed_expenses": 10_000, "organisation_costs": 20_000},
+    "monte_carlo": {"paths": 200},
+}
 
 
 def test_a_config_file_is_optimised_here_and_written_as_json(tmp_path: Path, capsys) -> None:

@@ -37,12 +37,22 @@ def grid_figures(paths: ReturnPaths, green: np.ndarray = GRID) -> dict[str, np.n
     mean, sd = irr.mean(axis=0), irr.std(axis=0, ddof=1)
     loss = np.sort(np.maximum(0.0, 1.0 - moic), axis=0)[::-1]
     worst_irr = np.sort(irr, axis=0)
-    return {"mean": mean, "var": sd**2, "sharpe": (mean - RF) / sd, "cvar": loss[: K // 20].mean(axis=0),
-            "worst_30_mean": worst_irr[: int(0.3 * K)].mean(axis=0), "p_hurdle": (irr >= HURDLE).mean(axis=0)}
+    return {
+        "mean": mean,
+        "var": sd**2,
+        "sharpe": (mean - RF) / sd,
+        "cvar": loss[: K // 20].mean(axis=0),
+        "worst_30_mean": worst_irr[: int(0.3 * K)].mean(axis=0),
+        "p_hurdle": (irr >= HURDLE).mean(axis=0),
+    }
 
 
-def solve(paths: ReturnPaths, objective: Objective, limits: Limits, hurdle: float = HURDLE, **goal: float) -> np.ndarray:
-    model = AllocationModel(paths, limits, Goal(objective=objective, risk_free_rate=RF, hurdle_rate=hurdle, **goal))
+def solve(
+    paths: ReturnPaths, objective: Objective, limits: Limits, hurdle: float = HURDLE, **goal: float
+) -> np.ndarray:
+    model = AllocationModel(
+        paths, limits, Goal(objective=objective, risk_free_rate=RF, hurdle_rate=hurdle, **goal)
+    )
     return model.solve().weights
 
 
@@ -111,8 +121,11 @@ CONSTRAINED = Limits(
 @pytest.mark.parametrize("objective", list(Objective))
 def test_weights_sum_to_one_and_respect_every_bound(objective):
     paths = three_zone_region_paths()
-    model = AllocationModel(paths, CONSTRAINED, Goal(objective=objective, risk_free_rate=RF, hurdle_rate=HURDLE,
-                                                     target_return=0.055))
+    model = AllocationModel(
+        paths,
+        CONSTRAINED,
+        Goal(objective=objective, risk_free_rate=RF, hurdle_rate=HURDLE, target_return=0.055),
+    )
     solution = model.solve()
     assert_within_limits(solution.weights, CONSTRAINED)
     assert sum(solution.region_weights.values()) == pytest.approx(1.0, abs=1e-12)
@@ -155,7 +168,10 @@ def test_bounds_that_cannot_sum_to_one_are_refused():
 def test_actions_move_capital_from_the_current_to_the_target_mix():
     moved = actions(np.array([0.6, 0.3, 0.1]), np.array([0.7, 0.25, 0.05]), 80_000_000.0)
     assert [(a.zone, round(a.amount, 6)) for a in moved] == [
-        ("green", 8_000_000.0), ("orange", -4_000_000.0), ("red", -4_000_000.0)]
+        ("green", 8_000_000.0),
+        ("orange", -4_000_000.0),
+        ("red", -4_000_000.0),
+    ]
     assert actions(np.array([0.5, 0.5, 0.0]), np.array([0.5, 0.5, 0.0]), 1e6) == ()
 
 
@@ -169,7 +185,9 @@ def test_a_single_zone_allocation_is_its_own_sub_fund():
     result = engine.run(asset_config(config, Asset(1)), keep_paths=True)
     alone = engine.run(allocation_config(config, np.array([0.0, 1.0, 0.0])))
     paths = ReturnPaths.of((Asset(1),), result.paths["lp_net_irr"][:, None], result.paths["lp_moic"][:, None])
-    surrogate = point_metrics(paths, np.array([1.0]), config.reporting.risk_free_rate, config.waterfall.hurdle_rate)
+    surrogate = point_metrics(
+        paths, np.array([1.0]), config.reporting.risk_free_rate, config.waterfall.hurdle_rate
+    )
     resimulated = engine_metrics(alone)
     assert surrogate.expected_return == pytest.approx(resimulated.expected_return, rel=1e-12)
     assert surrogate.volatility == pytest.approx(resimulated.volatility, rel=1e-12)
@@ -179,14 +197,17 @@ def test_a_single_zone_allocation_is_its_own_sub_fund():
 def test_recommendation_is_resimulated_and_its_gap_reported():
     config = load_config(SMALL_FUND)
     seen: list[tuple[int, int]] = []
-    outcome = optimize(config, Request(frontier_points=20), progress=lambda done, total: seen.append((done, total)))
+    outcome = optimize(
+        config, Request(frontier_points=20), progress=lambda done, total: seen.append((done, total))
+    )
     point = outcome.recommendation
     weights = point.solution.zone_weights
     independent = engine.run(allocation_config(config, weights))  # the same fund, run on its own
     assert point.resimulated.expected_return == independent.metrics["lp_net_irr"].mean
     assert point.resimulated.volatility == independent.risk.volatility
     assert point.gap.expected_return == pytest.approx(
-        independent.metrics["lp_net_irr"].mean - point.surrogate.expected_return, abs=1e-15)
+        independent.metrics["lp_net_irr"].mean - point.surrogate.expected_return, abs=1e-15
+    )
     assert abs(point.gap.expected_return) < 0.005  # the surrogate is a close guide on this fund
     assert len(outcome.frontier) == 20
     assert seen[-1][0] == seen[-1][1] and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
@@ -204,8 +225,14 @@ def test_zone_assets_are_the_three_zones():
 
 
 def test_region_weights_are_optimised_over_zone_by_region_sub_funds():
-    config = load_config({**SMALL_FUND, "book": {"regions": [{"name": "north", "drift_spread": 0.01},
-                                                             {"name": "south", "drift_spread": -0.01}]}})
+    config = load_config(
+        {
+            **SMALL_FUND,
+            "book": {
+                "regions": [{"name": "north", "drift_spread": 0.01}, {"name": "south", "drift_spread": -0.01}]
+            },
+        }
+    )
     limits = Limits(region_bounds={"north": (0.0, 0.6), "south": (0.0, 1.0)})
     outcome = optimize(config, Request(limits=limits, optimize_regions=True, frontier_points=4))
     solution = outcome.recommendation.solution

@@ -25,8 +25,9 @@ from simulation import engine, executors
 from simulation.config import load_config
 from simulation.optimize.assets import allocation_config, simulate_assets, zone_assets
 from simulation.optimize.frontier import efficient_frontier
-from simulation.optimize.problem import AllocationModel, Goal, Limits
-from simulation.optimize.run import Request, optimize
+from simulation.optimize.problem import AllocationModel
+from simulation.optimize.run import optimize
+from simulation.optimize.spec import Goal, Limits, Request
 
 TARGET_S = 15.0
 MIB = 1024 * 1024

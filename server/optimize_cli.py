@@ -37,8 +37,8 @@ from server.remote.client import open_channel
 from server.remote_cli import connection_parser
 from simulation import ENGINE_VERSION
 from simulation.config import ZONES, ConfigError, load_config
-from simulation.optimize.problem import OptimizationError
 from simulation.optimize.run import optimize
+from simulation.optimize.spec import OptimizationError
 
 OBJECTIVE_NAMES = {objective.value: value for value, objective in OBJECTIVES.items() if value}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from google.protobuf import duration_pb2
@@ -14,10 +15,12 @@ from equihome.optimization.v1 import optimization_service_pb2 as service_pb2
 from equihome.type.v1 import metrics_pb2, zone_pb2
 from server.errors import InvalidArgument
 from simulation.config import ZONES, SimulationConfig
-from simulation.optimize.problem import DEFAULT_ZONE_BOUNDS, GUARDRAIL_ZONE_CAPS, Limits, Objective
-from simulation.optimize.run import Outcome, Point, Request
+from simulation.optimize.spec import DEFAULT_ZONE_BOUNDS, GUARDRAIL_ZONE_CAPS, Limits, Objective, Request
 from simulation.optimize.surrogate import PointMetrics
 from simulation.results import SimulationResult
+
+if TYPE_CHECKING:  # the run module loads the solver, which the server process does not need
+    from simulation.optimize.run import Outcome, Point
 
 MIN_PATHS, MAX_PATHS = 100, 20_000
 MAX_FRONTIER_POINTS = 100

@@ -27,8 +27,7 @@ from server.services.simulation_job import chunk_threads
 from server.workers import JobCancelled, JobReporter
 from simulation import ENGINE_VERSION, cost, engine
 from simulation.config import SimulationConfig
-from simulation.optimize.problem import OptimizationError
-from simulation.optimize.run import optimize, simulation_runs
+from simulation.optimize.spec import OptimizationError, simulation_runs
 
 
 class OptimizationFailed(Exception):
@@ -67,6 +66,8 @@ def estimate_cost(
 
 
 def run_optimization(payload: bytes, reporter: JobReporter) -> bytes:
+    from simulation.optimize.run import optimize  # loads the solver: only in the worker that runs the job
+
     started = time.perf_counter()
     request = service_pb2.OptimizeAllocationRequest.FromString(payload)
     config = run_config(request, load_engine_config(request.base_config, "base_config"))

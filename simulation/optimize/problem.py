@@ -16,8 +16,7 @@ are those of the paths (sample covariance, ddof 1), so the variance is the path 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
@@ -25,56 +24,11 @@ import numpy as np
 from simulation.config import ZONES
 
 from .assets import ReturnPaths
+from .spec import NO_EXCESS_RETURN, Goal, Limits, Objective, OptimizationError
 
 SOLVER = cp.CLARABEL
 CVAR_TAIL = 0.05  # capital CVaR 95 %
 BINDING_TOLERANCE = 1e-5
-DEFAULT_ZONE_BOUNDS = ((0.30, 0.80), (0.10, 0.50), (0.00, 0.30))  # domain §6.2
-GUARDRAIL_ZONE_CAPS = (
-    1.00,
-    0.30,
-    0.05,
-)  # domain §9.4 guardrails: green ≤ 100 %, orange ≤ 30 %, red ≤ 5 % of NAV
-DEFAULT_MAX_CAPITAL_CVAR_95 = 0.20
-DEFAULT_MIN_PROB_HURDLE = 0.70
-NO_EXCESS_RETURN = "NO_EXCESS_RETURN"
-
-
-class Objective(StrEnum):
-    MAX_SHARPE = "max_sharpe"
-    MIN_VARIANCE = "min_variance"
-    MAX_RETURN = "max_return"
-    TARGET_RETURN = "target_return"
-    MEAN_VARIANCE_UTILITY = "mean_variance_utility"
-    MAX_RETURN_CVAR_LIMITED = "max_return_cvar_limited"
-
-
-class OptimizationError(ValueError):
-    """No allocation satisfies the request; ``reason`` is a short machine code."""
-
-    def __init__(self, reason: str, message: str):
-        self.reason = reason
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class Limits:
-    zone_bounds: tuple[tuple[float, float], ...] = DEFAULT_ZONE_BOUNDS  # (min, max) per ZONES
-    region_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # on region totals
-    max_zone_hhi: float | None = None
-    max_turnover: float | None = None  # ½ Σ |zone weight − current|; needs ``current``
-    current: tuple[float, ...] | None = None  # current zone weights
-    max_capital_cvar_95: float | None = None
-    min_prob_hurdle: float | None = None
-
-
-@dataclass(frozen=True)
-class Goal:
-    objective: Objective = Objective.MAX_SHARPE
-    risk_free_rate: float = 0.03
-    hurdle_rate: float = 0.08
-    target_return: float | None = None  # TARGET_RETURN
-    risk_aversion: float = 2.0  # MEAN_VARIANCE_UTILITY
 
 
 @dataclass(frozen=True)

@@ -20,31 +20,19 @@ from simulation.results import SimulationResult
 
 from .assets import ReturnPaths, allocation_config, simulate_assets, zone_assets, zone_region_assets
 from .frontier import efficient_frontier
-from .problem import (
-    DEFAULT_MAX_CAPITAL_CVAR_95,
-    DEFAULT_MIN_PROB_HURDLE,
+from .problem import AllocationModel, Solution
+from .spec import (
     NO_EXCESS_RETURN,
-    AllocationModel,
     Goal,
-    Limits,
     Objective,
     OptimizationError,
-    Solution,
+    Request,
+    effective_request,
+    simulation_runs,
 )
 from .surrogate import TAIL_CONFIDENCE, PointMetrics, point_metrics
 
 ACTION_TOLERANCE = 1e-6  # a zone whose weight moves by less than this share of the capital gets no action
-
-
-@dataclass(frozen=True)
-class Request:
-    limits: Limits = Limits()
-    objective: Objective = Objective.MAX_SHARPE
-    target_return: float | None = None
-    risk_aversion: float = 2.0
-    optimize_regions: bool = False
-    frontier_points: int = 20
-    resimulate_key_points: bool = False  # also re-simulate the current, minimum-risk and max-Sharpe points
 
 
 @dataclass(frozen=True)
@@ -98,32 +86,6 @@ class Work:
             self.report(min(self.done, self.total), self.total)
         if self.cancelled is not None and self.cancelled():
             raise engine.Cancelled("cancelled")
-
-
-def effective_request(request: Request) -> Request:
-    """The tail-limited objective without explicit limits uses the defaults (capital CVaR 95 % ≤ 0.20,
-    P(hurdle) ≥ 0.70)."""
-    if request.objective is not Objective.MAX_RETURN_CVAR_LIMITED:
-        return request
-    limits = request.limits
-    return replace(
-        request,
-        limits=replace(
-            limits,
-            max_capital_cvar_95=_default(limits.max_capital_cvar_95, DEFAULT_MAX_CAPITAL_CVAR_95),
-            min_prob_hurdle=_default(limits.min_prob_hurdle, DEFAULT_MIN_PROB_HURDLE),
-        ),
-    )
-
-
-def _default(value: float | None, default: float) -> float:
-    return default if value is None else value
-
-
-def simulation_runs(config: SimulationConfig, request: Request) -> int:
-    """Engine runs one optimisation makes: one per asset, the recommendation, and the key points if asked."""
-    assets = len(ZONES) * (len(config.book.regions) if request.optimize_regions else 1)
-    return assets + 1 + (3 if request.resimulate_key_points else 0)
 
 
 def current_weights(config: SimulationConfig, regions: bool) -> tuple[np.ndarray, np.ndarray, float]:

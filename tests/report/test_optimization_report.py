@@ -19,7 +19,8 @@ from server.report.page import render_html
 from server.report.sources import read_file
 from server.report.units import Unit, Units
 from simulation.config import load_config
-from simulation.optimize.run import Request, optimize
+from simulation.optimize.run import optimize
+from simulation.optimize.spec import Request
 from tests.service.conftest import SMALL_FUND
 
 

@@ -9,8 +9,9 @@ from simulation import engine
 from simulation.config import load_config
 from simulation.optimize.assets import Asset, ReturnPaths, allocation_config, asset_config, zone_assets
 from simulation.optimize.frontier import efficient_frontier
-from simulation.optimize.problem import AllocationModel, Goal, Limits, Objective, OptimizationError, tail_mean
-from simulation.optimize.run import Request, actions, engine_metrics, optimize
+from simulation.optimize.problem import AllocationModel, tail_mean
+from simulation.optimize.run import actions, engine_metrics, optimize
+from simulation.optimize.spec import Goal, Limits, Objective, OptimizationError, Request
 from simulation.optimize.surrogate import point_metrics
 
 RF, HURDLE = 0.03, 0.05

@@ -29,6 +29,7 @@ from .spec import NO_EXCESS_RETURN, Goal, Limits, Objective, OptimizationError
 SOLVER = cp.CLARABEL
 CVAR_TAIL = 0.05  # capital CVaR 95 %
 BINDING_TOLERANCE = 1e-5
+MIN_PATHS = 20  # a 5 % tail of at least one path
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,12 @@ class AllocationModel:
     """The feasible set of one request over one path matrix; solves any objective on it."""
 
     def __init__(self, paths: ReturnPaths, limits: Limits, goal: Goal):
+        if paths.paths < MIN_PATHS:
+            raise OptimizationError(
+                "TOO_FEW_PATHS",
+                f"only {paths.paths} paths have an LP IRR for every asset ({paths.dropped_paths} have none); "
+                f"at least {MIN_PATHS} are needed",
+            )
         self.paths, self.limits, self.goal = paths, limits, goal
         self.zone_matrix = np.array(
             [[1.0 if a.zone == z else 0.0 for a in paths.assets] for z in range(len(ZONES))]

@@ -8,7 +8,9 @@ In one run, on the default 100M fund at 5,000 paths, with chunks on the threads 
   end to end, ``--repeat`` times (each figure and the median), and its ratio to the baseline;
 * the same split into its phases (sub-fund paths, solves and frontier, re-simulation), and the frontier
   again under a capital CVaR limit (Rockafellar–Uryasev: thousands of scenario rows per solve);
-* peak RSS of the process.
+* peak RSS of the process;
+* the same request through the service: ``OptimizeAllocation`` over gRPC on ``equihome-sim serve`` (its
+  job runner and worker process), twice (the first call also loads the solver into the worker).
 
 Target (issue #11): ≤ 15 s for the 20-point frontier with re-simulation.
 """
@@ -17,9 +19,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
+import grpc
+
+from bench.grpc_service import start_server
 from bench.memory import PeakTreeRss
+from equihome.optimization.v1 import optimization_service_pb2 as pb
+from equihome.optimization.v1.optimization_service_pb2_grpc import OptimizationServiceStub
+from server.auth import SCOPES, issue_dev_token
 from server.mapping.simulation import RUN_PARALLELISM
 from simulation import engine, executors
 from simulation.config import load_config
@@ -85,6 +95,30 @@ def main() -> None:
         _, tail_s = timed(lambda: efficient_frontier(tail_model, 20))
         print(f"20-point frontier under a capital CVaR limit ({paths.paths:,} scenario rows): {tail_s:.2f} s")
     print(f"peak RSS {peak.bytes / MIB:,.0f} MiB")
+    through_the_service(args.paths)
+
+
+def through_the_service(paths: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="equihome-bench-") as scratch:
+        data_dir = Path(scratch) / "data"
+        server, port = start_server(data_dir, Path(scratch) / "server.log", "--no-metrics-enabled")
+        try:
+            metadata = (("authorization", f"Bearer {issue_dev_token(data_dir, SCOPES)}"),)
+            request = pb.OptimizeAllocationRequest(paths=paths, frontier_points=20)
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = OptimizationServiceStub(channel)
+                for call in ("first", "second"):
+                    answer, seconds = timed(
+                        lambda: stub.OptimizeAllocation(request, metadata=metadata, timeout=300)
+                    )
+                    print(
+                        f"OptimizeAllocation over gRPC ({call} call): {seconds:.2f} s, "
+                        f"{len(answer.optimization.frontier)} frontier points — target ≤ {TARGET_S:g} s: "
+                        f"{'met' if seconds <= TARGET_S else 'MISSED'}"
+                    )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from server import errors
 from server.admission import RunLimits, admit, check_bounds, served
 from server.auth import current_principal
 from server.integration.live_books import LiveBooks
-from server.integration.outbox import Outbox, enqueue
+from server.integration.outbox import Outbox, PushKeyReused, enqueue
 from server.integration.reoptimise import SYSTEM_OWNER, ReoptimisePolicy, Reoptimiser, watched_portfolios
 from server.jobs import JobRunner
 from server.mapping.optimization import check_against_config, check_request, run_config
@@ -201,7 +201,14 @@ class Optimizations:
                 )
             return sent.SerializeToString()
 
-        await self._store.mark_sent(optimization.optimization_id, queue)
+        try:
+            await self._store.mark_sent(optimization.optimization_id, queue)
+        except PushKeyReused:
+            raise errors.InvalidArgument(
+                f"Optimisation {optimization.optimization_id} was sent before with another payload.",
+                [("portfolio_id", "the optimisation was sent for another portfolio")],
+                reason="RECOMMENDATION_SENT_ELSEWHERE",
+            ) from None
         self._outbox.notify()
         return sent
 

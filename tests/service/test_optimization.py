@@ -110,6 +110,16 @@ async def test_a_recommendation_is_queued_once_however_often_it_is_sent(served):
     assert [d.newly_queued for d in first.deliveries] == [True, True]
     again = await stub.SendRecommendations(send, metadata=auth(service))
     assert [d.newly_queued for d in again.deliveries] == [False, False]
+    elsewhere = await refusal(
+        stub.SendRecommendations(
+            pb.SendRecommendationsRequest(optimization_id=optimization.optimization_id, portfolio_id="other"),
+            metadata=auth(service),
+        )
+    )
+    assert (elsewhere.code, elsewhere.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "RECOMMENDATION_SENT_ELSEWHERE",
+    )
     stored = await stub.GetOptimization(
         pb.GetOptimizationRequest(optimization_id=optimization.optimization_id), metadata=auth(service)
     )

@@ -48,6 +48,8 @@ SCOPES: tuple[str, ...] = (
     "simulation:write",
     "impact:write",
     "optimization:write",
+    "study:read",
+    "study:write",
     "events:read",
     "integration:read",
     "integration:write",

@@ -7,8 +7,9 @@ path, and the paired differences carry far less noise than two independent runs 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,10 +32,11 @@ def same_draws(base: SimulationConfig, other: SimulationConfig) -> bool:
     return (other.monte_carlo.seed, engine.path_count(other)) == (base.monte_carlo.seed, engine.path_count(base))
 
 
-def run_all(configs: Sequence[SimulationConfig], *, progress: RunsProgress | None = None,
-            cancelled: CancelCheck | None = None, executor: ChunkExecutor | None = None) -> list[PathResults]:
-    """Per-path results of every config, in order, on the first one's random numbers. A book is built once
-    for every config that shares its inputs (most variants leave the book alone)."""
+def runs(configs: Sequence[SimulationConfig], *, progress: RunsProgress | None = None,
+         cancelled: CancelCheck | None = None, executor: ChunkExecutor | None = None) -> Iterator[PathResults]:
+    """Per-path results of every config, in order, on the first one's random numbers, one run at a time
+    (a caller that reduces each run as it comes holds one run in memory, whatever the number of runs). A
+    book is built once for every config that shares its inputs (most variants leave the book alone)."""
     first = configs[0]
     if not all(same_draws(first, config) for config in configs):
         raise ValueError("every config of a comparison must share the seed and the number of paths")
@@ -43,7 +45,6 @@ def run_all(configs: Sequence[SimulationConfig], *, progress: RunsProgress | Non
     per_run = engine.path_count(first)
     total = per_run * len(configs)
     books: dict[str, LoanBook] = {}
-    results = []
     for index, config in enumerate(configs):
         key = config.model_dump_json(include={"book", "fund", "loans", "monte_carlo"})
         book = books.get(key)
@@ -54,8 +55,12 @@ def run_all(configs: Sequence[SimulationConfig], *, progress: RunsProgress | Non
             if progress is not None:
                 progress(done_before + step.paths_done, total)
 
-        results.append(engine.simulate_paths(config, book, executor, plan, progress=report, cancelled=cancelled))
-    return results
+        yield engine.simulate_paths(config, book, executor, plan, progress=report, cancelled=cancelled)
+
+
+def run_all(configs: Sequence[SimulationConfig], **options: Any) -> list[PathResults]:
+    """Every run of ``runs`` at once."""
+    return list(runs(configs, **options))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import metrics
 from .config import Stress, SimulationConfig, ZONES, load_config
-from .crn import Estimate, RunsProgress, bootstrap_delta, mean_delta, run_all
+from .crn import Estimate, RunsProgress, bootstrap_delta, mean_delta, runs
 from .executors import CancelCheck, ChunkExecutor
 from .pathmetrics import PathResults
 
@@ -234,8 +234,9 @@ def stress_test(config: SimulationConfig, scenarios: Sequence[Scenario], *, prog
     """The base and every scenario on the same random numbers, each scenario against the base."""
     check_unstressed(config)
     variants = [stressed_config(config, s.stress) for s in scenarios]
-    base, *stressed = run_all([config, *variants], progress=progress, cancelled=cancelled, executor=executor)
-    outcomes = tuple(compare(config, s, base, r) for s, r in zip(scenarios, stressed))
+    results = runs([config, *variants], progress=progress, cancelled=cancelled, executor=executor)
+    base = next(results)
+    outcomes = tuple(compare(config, s, base, r) for s, r in zip(scenarios, results))  # one run held at a time
     return StressReport(paths=len(base.scalars["lp_net_irr"]), seed=config.monte_carlo.seed, scenarios=outcomes)
 
 

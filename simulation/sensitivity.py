@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from .config import ConfigError, SimulationConfig, ZONES, load_config
-from .crn import Estimate, RunsProgress, mean_delta, run_all
+from . import engine
+from .crn import Estimate, RunsProgress, mean_delta, runs
 from .executors import CancelCheck, ChunkExecutor
 
 
@@ -154,18 +155,21 @@ def tornado(config: SimulationConfig, parameters: Sequence[str] = DEFAULT_PARAME
     """Each parameter moved down and up by ``relative_change`` alone, ``2k + 1`` runs on one set of draws."""
     check_request(parameters, metrics, relative_change)
     variants = tornado_configs(config, parameters, relative_change)
-    base, *moved = run_all([config, *(c for c, _ in variants)], progress=progress, cancelled=cancelled,
-                           executor=executor)
+    # Only the metrics asked for are kept of each run.
+    kept = [{metric: r.scalars[metric] for metric in metrics}
+            for r in runs([config, *(c for c, _ in variants)], progress=progress, cancelled=cancelled,
+                          executor=executor)]
+    base, moved = kept[0], kept[1:]
     bars = []
     for metric in metrics:
-        y0 = base.scalars[metric]
+        y0 = base[metric]
         row = []
         for i, name in enumerate(parameters):
-            sides = [Side(variants[2 * i + k][1], _mean(moved[2 * i + k].scalars[metric]),
-                          mean_delta(y0, moved[2 * i + k].scalars[metric])) for k in (0, 1)]
+            sides = [Side(variants[2 * i + k][1], _mean(moved[2 * i + k][metric]),
+                          mean_delta(y0, moved[2 * i + k][metric])) for k in (0, 1)]
             row.append(_bar(name, metric, _mean(y0), *sides))
         bars.extend(sorted(row, key=lambda bar: -bar.swing if np.isfinite(bar.swing) else 0.0))
-    return Tornado(relative_change, len(base.scalars[metrics[0]]), config.monte_carlo.seed, tuple(metrics),
+    return Tornado(relative_change, len(base[metrics[0]]), config.monte_carlo.seed, tuple(metrics),
                    tuple(bars))
 
 
@@ -253,8 +257,8 @@ def morris(config: SimulationConfig, parameters: Sequence[str] = DEFAULT_PARAMET
 
     check_request(parameters, [metric], relative_change)
     sample, configs, problem = morris_design(config, parameters, relative_change, budget_runs)
-    results = run_all(configs, progress=progress, cancelled=cancelled, executor=executor)
-    y = np.array([_mean(r.scalars[metric]) for r in results])
+    y = np.array([_mean(r.scalars[metric])
+                  for r in runs(configs, progress=progress, cancelled=cancelled, executor=executor)])
     if not np.isfinite(y).all():
         raise ValueError(f"metric: {metric} has no finite mean on some sample points")
     analysis = morris_analyze.analyze(problem, sample, y, num_levels=MORRIS_LEVELS,
@@ -264,4 +268,4 @@ def morris(config: SimulationConfig, parameters: Sequence[str] = DEFAULT_PARAMET
                for i, name in enumerate(parameters)]
     effects.sort(key=lambda e: -e.mu_star)
     return Morris(metric, relative_change, len(sample) // (len(parameters) + 1), len(sample),
-                  len(results[0].scalars[metric]), tuple(effects))
+                  engine.path_count(config), tuple(effects))

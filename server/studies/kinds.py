@@ -1,0 +1,99 @@
+"""The registry of study kinds: what each reads from ``StudySpec``, how it is admitted and costed, which
+job runs it, and the message it returns in ``StudyResult``.
+
+A kind is served once it has ``admit`` and ``run``. The allocation optimiser plugs in with one entry
+(``server/services/optimization_job.py``)::
+
+    "optimization": StudyKind("optimization", OptimizeAllocationResponse, admit=admit_optimization,
+                              run=run_optimization)
+
+where ``admit_optimization(request, path, limits)`` returns an ``Admitted`` (the serialised request as
+payload, its runs and paths from ``estimate_cost``) and ``run_optimization(payload, reporter)`` returns the
+serialised ``OptimizeAllocationResponse``. Until then a study of that kind is refused with UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from equihome.optimization.v1 import optimization_service_pb2 as optimization_pb
+from equihome.study.v1 import study_pb2 as pb
+from server.admission import RunLimits, admit
+from server.errors import InvalidArgument
+from server.mapping.study import sensitivity_job, stress_job
+from server.studies.jobs import run_sensitivity, run_stress_test
+from server.workers import JobReporter
+from simulation import cost, engine
+from simulation.config import SimulationConfig
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A spec accepted to run: the job's picklable input and how much it will simulate."""
+
+    payload: Any
+    runs: int
+    paths_per_run: int
+
+    @property
+    def paths_total(self) -> int:
+        return self.runs * self.paths_per_run
+
+
+Admit = Callable[[Any, str, RunLimits], Admitted]  # (spec message, its request path, limits)
+Run = Callable[[Any, JobReporter], bytes]  # in a worker: the result message, serialised
+
+
+@dataclass(frozen=True)
+class StudyKind:
+    name: str  # the StudySpec / StudyResult oneof field
+    result_message: type[Message]
+    admit: Admit | None = None
+    run: Run | None = None
+
+    @property
+    def served(self) -> bool:
+        return self.admit is not None and self.run is not None
+
+
+def _base(config: Any, path: str, limits: RunLimits) -> SimulationConfig:
+    return admit(config, f"{path}.config", limits)
+
+
+def within_budget(config: SimulationConfig, runs: int, path: str, limits: RunLimits) -> None:
+    """Refuse (RUN_TOO_COSTLY) a study whose runs together exceed one run's work limit: a study is one job."""
+    work = cost.estimate(config).work * runs
+    if work > limits.max_work:
+        raise InvalidArgument(
+            f"This study runs {runs} simulations of {engine.path_count(config)} paths, about "
+            f"{work * cost.SECONDS_PER_WORK / 60:.0f} CPU-minutes, more than the {limits.max_work:.3g} work accepted "
+            "for one job. Run fewer paths, scenarios or parameters.",
+            [(f"{path}.config.monte_carlo.paths", f"{runs} runs x {engine.path_count(config)} paths is too much")],
+            reason="RUN_TOO_COSTLY",
+            metadata={"runs": str(runs), "estimated_work": f"{work:.3g}", "max_work": f"{limits.max_work:.3g}"},
+        )
+
+
+def admit_stress_test(spec: pb.StressTestSpec, path: str, limits: RunLimits) -> Admitted:
+    config = _base(spec.config, path, limits)
+    job = stress_job(spec, config, path)
+    within_budget(config, job.runs, path, limits)
+    return Admitted(job, job.runs, engine.path_count(config))
+
+
+def admit_sensitivity(spec: pb.SensitivitySpec, path: str, limits: RunLimits) -> Admitted:
+    config = _base(spec.config, path, limits)
+    job = sensitivity_job(spec, config, path)
+    within_budget(config, job.runs, path, limits)
+    return Admitted(job, job.runs, engine.path_count(config))
+
+
+KINDS: dict[str, StudyKind] = {kind.name: kind for kind in (
+    StudyKind("stress_test", pb.StressTestResult, admit_stress_test, run_stress_test),
+    StudyKind("sensitivity", pb.SensitivityResult, admit_sensitivity, run_sensitivity),
+    StudyKind("optimization", optimization_pb.OptimizeAllocationResponse),  # plugged in by the optimiser
+)}

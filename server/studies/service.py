@@ -34,6 +34,7 @@ from server.admission import RunLimits
 from server.app import Lifecycle
 from server.auth import Principal, current_principal
 from server.jobs import JobHandle, JobRunner, JobState
+from server.mapping.simulation import SimulationInterrupted
 from server.services.unimplemented import NotImplementedYet
 from server.store import RUN_RETENTION, RunState, StudyRecord, StudyStore, study_not_found
 from server.studies.kinds import KINDS, Admitted, StudyKind
@@ -336,9 +337,9 @@ def _error(record: StudyRecord) -> status_pb2.Status | None:
         return errors.to_status(errors.Cancelled(f"Study {record.name} was cancelled.",
                                                  reason="SIMULATION_CANCELLED", metadata=metadata))
     if record.state is RunState.INTERRUPTED:
-        return errors.to_status(errors.ServiceError(
+        return errors.to_status(SimulationInterrupted(
             f"The server stopped while study {record.name} was pending or running; create it again.",
-            reason="SIMULATION_INTERRUPTED", metadata=metadata))
+            metadata=metadata))
     return None
 
 

@@ -93,20 +93,31 @@ def mean_deltas(base: np.ndarray, other: np.ndarray) -> list[Estimate]:
     return [mean_delta(base[:, j], other[:, j]) for j in range(base.shape[1])]
 
 
-Statistic = Callable[[np.ndarray], np.ndarray]  # rows of samples (rows, paths) -> one figure per row
+Statistic = Callable[[np.ndarray], np.ndarray]  # rows of samples (rows, paths), sorted -> one figure per row
 
 
-def bootstrap_delta(base: np.ndarray, other: np.ndarray, statistic: Statistic, seed: int) -> Estimate:
-    """``statistic(other) − statistic(base)`` with a paired percentile bootstrap 95 % interval: each
-    replicate resamples whole paths, the same ones in both runs, so the interval keeps the pairing.
-    Paths where either value is NaN are left out of both."""
+def bootstrap_deltas(base: np.ndarray, other: np.ndarray, statistics: Sequence[Statistic],
+                     seed: int) -> list[Estimate]:
+    """``statistic(other) − statistic(base)`` for each statistic, with a paired percentile bootstrap 95 %
+    interval: each replicate resamples whole paths, the same ones in both runs, so the interval keeps the
+    pairing. Paths where either value is NaN are left out of both. Every statistic gets the same
+    resamples, each row sorted ascending once for all of them."""
     both = np.isfinite(base) & np.isfinite(other)
     base, other = base[both], other[both]
     if base.size < 2:
-        return Estimate.nan()
-    point = float(statistic(other[np.newaxis, :])[0] - statistic(base[np.newaxis, :])[0])
+        return [Estimate.nan() for _ in statistics]
     rng = generator(seed, Purpose.BOOTSTRAP, BOOTSTRAP_KEY)
     picks = rng.integers(0, base.size, (BOOTSTRAP_REPLICATES, base.size))
-    spread = statistic(other[picks]) - statistic(base[picks])
-    low, high = np.nanpercentile(spread, [2.5, 97.5])
-    return Estimate(point, float(low), float(high))
+    points = [np.sort(values)[np.newaxis, :] for values in (base, other)]
+    samples = [np.sort(values[picks], axis=1) for values in (base, other)]
+    out = []
+    for statistic in statistics:
+        point = float(statistic(points[1])[0] - statistic(points[0])[0])
+        low, high = np.nanpercentile(statistic(samples[1]) - statistic(samples[0]), [2.5, 97.5])
+        out.append(Estimate(point, float(low), float(high)))
+    return out
+
+
+def bootstrap_delta(base: np.ndarray, other: np.ndarray, statistic: Statistic, seed: int) -> Estimate:
+    """``bootstrap_deltas`` of one statistic."""
+    return bootstrap_deltas(base, other, [statistic], seed)[0]

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import metrics
 from .config import Stress, SimulationConfig, ZONES, load_config
-from .crn import Estimate, RunsProgress, bootstrap_delta, mean_delta, runs
+from .crn import Estimate, RunsProgress, bootstrap_deltas, mean_delta, runs
 from .executors import CancelCheck, ChunkExecutor
 from .pathmetrics import PathResults
 
@@ -183,9 +183,8 @@ class StressReport:
 
 def compare(config: SimulationConfig, scenario: Scenario, base: PathResults, stressed: PathResults) -> ScenarioOutcome:
     """Every figure of ``stressed`` against ``base``, path by path."""
-    seed = config.monte_carlo.seed
-    figures = tuple(_figure_delta(f, config, base, stressed, seed) for f in FIGURES)
-    by_name = {f.figure: f for f in figures}
+    by_name = _figure_deltas(config, base, stressed)
+    figures = tuple(by_name[f.name] for f in FIGURES)
     dpi_base, dpi_stressed = base.yearly["lp_dpi"], stressed.yearly["lp_dpi"]
     dpi_path = tuple(_mean_figure(f"lp_dpi_year_{year}", dpi_base[:, year], dpi_stressed[:, year])
                      for year in range(dpi_base.shape[1]))
@@ -199,15 +198,24 @@ def compare(config: SimulationConfig, scenario: Scenario, base: PathResults, str
     return ScenarioOutcome(scenario.name, scenario.description, scenario.stress, figures, dpi_path, tuple(checks))
 
 
-def _figure_delta(figure: Figure, config: SimulationConfig, base: PathResults, stressed: PathResults,
-                  seed: int) -> FigureDelta:
-    before, after = figure.values(base, config), figure.values(stressed, config)
-    if figure.statistic is None:
-        return _mean_figure(figure.name, before, after)
-    both = np.isfinite(before) & np.isfinite(after)
-    point = [float(figure.statistic(v[both][np.newaxis, :])[0]) if both.any() else float("nan")
-             for v in (before, after)]
-    return FigureDelta(figure.name, point[0], point[1], bootstrap_delta(before, after, figure.statistic, seed))
+def _figure_deltas(config: SimulationConfig, base: PathResults, stressed: PathResults) -> dict[str, FigureDelta]:
+    """Every figure; the bootstrapped ones that read the same per-path values share their resamples."""
+    out: dict[str, FigureDelta] = {}
+    groups: dict[Values, list[Figure]] = {}
+    for figure in FIGURES:
+        if figure.statistic is None:
+            out[figure.name] = _mean_figure(figure.name, figure.values(base, config), figure.values(stressed, config))
+        else:
+            groups.setdefault(figure.values, []).append(figure)
+    for values, members in groups.items():
+        before, after = values(base, config), values(stressed, config)
+        both = np.isfinite(before) & np.isfinite(after)
+        deltas = bootstrap_deltas(before, after, [f.statistic for f in members], config.monte_carlo.seed)
+        for figure, delta in zip(members, deltas):
+            point = [float(figure.statistic(np.sort(v[both])[np.newaxis, :])[0]) if both.any() else float("nan")
+                     for v in (before, after)]
+            out[figure.name] = FigureDelta(figure.name, point[0], point[1], delta)
+    return out
 
 
 def _mean_figure(name: str, before: np.ndarray, after: np.ndarray) -> FigureDelta:

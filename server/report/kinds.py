@@ -16,8 +16,10 @@ from typing import Any
 from google.protobuf.message import Message
 
 from equihome.simulation.v1 import simulation_pb2
+from equihome.study.v1 import study_pb2
 from server.report.page import Report, render_html
 from server.report.simulation_view import simulation_report
+from server.report.stress_view import study_report
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class ResultKind:
 
 KINDS: tuple[ResultKind, ...] = (
     ResultKind("simulation", simulation_pb2.Simulation, "simulation", simulation_report),
+    ResultKind("study", study_pb2.Study, "study", study_report),
 )
 
 

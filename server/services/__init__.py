@@ -131,7 +131,8 @@ def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
         binding(
             STUDY,
             study_service_pb2_grpc.add_StudyServiceServicer_to_server,
-            StudyService(deps.store.studies, deps.runner, deps.lifecycle, RunLimits.from_settings(deps.settings)),
+            StudyService(deps.store.studies, deps.runner, deps.lifecycle, RunLimits.from_settings(deps.settings),
+                         publish=deps.integrations.bus.publish_engine_event),
         ),
         binding(
             INTEGRATION,

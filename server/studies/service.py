@@ -17,7 +17,7 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +26,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 
+from equihome.events.v1 import event_pb2
 from equihome.study.v1 import study_pb2 as pb
 from equihome.study.v1 import study_service_pb2 as service_pb2
 from equihome.study.v1 import study_service_pb2_grpc
@@ -71,8 +72,10 @@ class ActiveStudy:
 
 
 class StudyService(study_service_pb2_grpc.StudyServiceServicer):
-    def __init__(self, studies: StudyStore, runner: JobRunner, lifecycle: Lifecycle, limits: RunLimits):
+    def __init__(self, studies: StudyStore, runner: JobRunner, lifecycle: Lifecycle, limits: RunLimits,
+                 publish: Callable[[event_pb2.StudyCompleted], None]):
         self._studies = studies
+        self._publish = publish  # onto the event stream: StudyCompleted
         self._runner = runner
         self._lifecycle = lifecycle
         self._limits = limits
@@ -258,6 +261,7 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
                 result=result.SerializeToString() if result is not None else None,
                 error=error.SerializeToString() if error is not None else None)
             active.finished.set_result(record)
+            self._publish(study_completed(self._view(record), kind.name))
         except BaseException as failure:  # the server is stopping, or the store failed
             if not active.finished.done():
                 active.finished.set_exception(
@@ -321,6 +325,14 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
 
 
 # --- Helpers --------------------------------------------------------------------------------------------
+
+
+def study_completed(study: Study, kind: str) -> event_pb2.StudyCompleted:
+    event = event_pb2.StudyCompleted(name=study.name, kind=kind, state=study.state, end_time=study.end_time,
+                                     owner=study.owner)
+    if study.HasField("error"):
+        event.error.CopyFrom(study.error)
+    return event
 
 
 def study_failed(name: str = "") -> errors.ServiceError:

@@ -384,7 +384,7 @@ def test_event_payload_cases_match_event_types() -> None:
     cases = {f.name.upper() for f in event_pb2.Event.DESCRIPTOR.oneofs_by_name["payload"].fields}
     types_ = {v.name.removeprefix("EVENT_TYPE_") for v in event_pb2.EventType.DESCRIPTOR.values[1:]}
     assert cases == types_
-    assert len(cases) == 10
+    assert len(cases) == 11
 
 
 def test_path_detail_mirrors_metric_summaries() -> None:

@@ -6,7 +6,7 @@ the seed, whatever the chunking), never against the service's own output.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +18,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, json_format
 
+from equihome.events.v1 import event_pb2, event_service_pb2
+from equihome.events.v1.event_service_pb2_grpc import EventServiceStub
 from equihome.optimization.v1 import optimization_service_pb2 as optimization_pb
 from equihome.simulation.v1 import simulation_config_pb2
 from equihome.study.v1 import study_pb2 as pb
@@ -53,6 +55,7 @@ class Caller:
     stub: StudyServiceStub
     data_dir: Path
     subject: str = "alice"
+    events: EventServiceStub | None = None
 
     def auth(self, *scopes: str) -> tuple[tuple[str, str], ...]:
         """A dev token of this subject with ``scopes`` (default: every scope but admin)."""
@@ -60,7 +63,7 @@ class Caller:
         return bearer(issue_dev_token(self.data_dir, scopes or default, subject=self.subject))
 
     def as_(self, subject: str) -> Caller:
-        return Caller(self.stub, self.data_dir, subject)
+        return Caller(self.stub, self.data_dir, subject, self.events)
 
     async def create(self, spec: pb.StudySpec, **fields: Any) -> Study:
         request = service_pb2.CreateStudyRequest(study=Study(spec=spec, display_name="t"), **fields)
@@ -78,7 +81,7 @@ async def caller(tmp_path: Path) -> AsyncIterator[Caller]:
     app = await start_app(settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-            yield Caller(StudyServiceStub(channel), settings.data_dir)
+            yield Caller(StudyServiceStub(channel), settings.data_dir, events=EventServiceStub(channel))
     finally:
         await app.shutdown(grace=0)
 
@@ -247,3 +250,30 @@ async def test_studies_need_the_study_scopes(caller: Caller) -> None:
     details = await refusal(caller.stub.RunStressTest(service_pb2.RunStressTestRequest(spec=spec),
                                                       metadata=caller.auth("study:read")))
     assert details.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_finished_study_is_published_to_its_owner_only(caller: Caller) -> None:
+    request = event_service_pb2.SubscribeEventsRequest(event_types=[event_pb2.EVENT_TYPE_STUDY_COMPLETED],
+                                                       heartbeat_interval=duration_pb2.Duration(seconds=1))
+    mine = caller.events.SubscribeEvents(request, metadata=caller.auth())
+    bobs = caller.events.SubscribeEvents(request, metadata=caller.as_("bob").auth())
+    for stream in (mine, bobs):
+        assert (await asyncio.wait_for(stream.read(), timeout=30)).event.HasField("heartbeat")  # live
+    created = await caller.create(pb.StudySpec(stress_test=pb.StressTestSpec(config=fund_config(100),
+                                                                             presets=["mild_recession"])))
+
+    async def next_study_event(stream):
+        while (response := await stream.read()) is not grpc.aio.EOF:
+            if response.event.HasField("study_completed"):
+                return response.event.study_completed
+        raise AssertionError("the stream ended")
+
+    completed = await asyncio.wait_for(next_study_event(mine), timeout=60)
+    final = (await caller.stub.GetStudy(service_pb2.GetStudyRequest(name=created.name), metadata=caller.auth())).study
+    assert (completed.name, completed.kind, completed.state, completed.owner) == (
+        created.name, "stress_test", Study.STATE_SUCCEEDED, "alice")
+    assert completed.end_time == final.end_time
+    with pytest.raises(asyncio.TimeoutError):  # bob hears heartbeats only
+        await asyncio.wait_for(next_study_event(bobs), timeout=2)
+    mine.cancel()
+    bobs.cancel()

@@ -96,24 +96,33 @@ def mean_deltas(base: np.ndarray, other: np.ndarray) -> list[Estimate]:
 Statistic = Callable[[np.ndarray], np.ndarray]  # rows of samples (rows, paths), sorted -> one figure per row
 
 
+BOOTSTRAP_BATCH_VALUES = 2_000_000  # resampled values held at once per run: bounds memory at any path count
+
+
 def bootstrap_deltas(base: np.ndarray, other: np.ndarray, statistics: Sequence[Statistic],
                      seed: int) -> list[Estimate]:
     """``statistic(other) − statistic(base)`` for each statistic, with a paired percentile bootstrap 95 %
     interval: each replicate resamples whole paths, the same ones in both runs, so the interval keeps the
     pairing. Paths where either value is NaN are left out of both. Every statistic gets the same
-    resamples, each row sorted ascending once for all of them."""
+    resamples, each row sorted ascending once for all of them; replicates are drawn in batches of at most
+    ``BOOTSTRAP_BATCH_VALUES`` values."""
     both = np.isfinite(base) & np.isfinite(other)
     base, other = base[both], other[both]
     if base.size < 2:
         return [Estimate.nan() for _ in statistics]
     rng = generator(seed, Purpose.BOOTSTRAP, BOOTSTRAP_KEY)
-    picks = rng.integers(0, base.size, (BOOTSTRAP_REPLICATES, base.size))
+    batch = max(1, BOOTSTRAP_BATCH_VALUES // base.size)
+    spreads: list[list[np.ndarray]] = [[] for _ in statistics]
+    for start in range(0, BOOTSTRAP_REPLICATES, batch):
+        picks = rng.integers(0, base.size, (min(batch, BOOTSTRAP_REPLICATES - start), base.size))
+        before, after = (np.sort(values[picks], axis=1) for values in (base, other))
+        for spread, statistic in zip(spreads, statistics):
+            spread.append(statistic(after) - statistic(before))
     points = [np.sort(values)[np.newaxis, :] for values in (base, other)]
-    samples = [np.sort(values[picks], axis=1) for values in (base, other)]
     out = []
-    for statistic in statistics:
+    for spread, statistic in zip(spreads, statistics):
         point = float(statistic(points[1])[0] - statistic(points[0])[0])
-        low, high = np.nanpercentile(statistic(samples[1]) - statistic(samples[0]), [2.5, 97.5])
+        low, high = np.nanpercentile(np.concatenate(spread), [2.5, 97.5])
         out.append(Estimate(point, float(low), float(high)))
     return out
 

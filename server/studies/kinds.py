@@ -24,6 +24,7 @@ from equihome.optimization.v1 import optimization_service_pb2 as optimization_pb
 from equihome.study.v1 import study_pb2 as pb
 from server.admission import RunLimits, admit
 from server.errors import InvalidArgument
+from server.mapping.simulation import RUN_PARALLELISM
 from server.mapping.study import sensitivity_job, stress_job
 from server.studies.jobs import run_sensitivity, run_stress_test
 from server.workers import JobReporter
@@ -65,17 +66,25 @@ def _base(config: Any, path: str, limits: RunLimits) -> SimulationConfig:
 
 
 def within_budget(config: SimulationConfig, runs: int, path: str, limits: RunLimits) -> None:
-    """Refuse (RUN_TOO_COSTLY) a study whose runs together exceed one run's work limit: a study is one job."""
-    work = cost.estimate(config).work * runs
-    if work > limits.max_work:
-        raise InvalidArgument(
-            f"This study runs {runs} simulations of {engine.path_count(config)} paths, about "
-            f"{work * cost.SECONDS_PER_WORK / 60:.0f} CPU-minutes, more than the {limits.max_work:.3g} work accepted "
-            "for one job. Run fewer paths, scenarios or parameters.",
-            [(f"{path}.config.monte_carlo.paths", f"{runs} runs x {engine.path_count(config)} paths is too much")],
-            reason="RUN_TOO_COSTLY",
-            metadata={"runs": str(runs), "estimated_work": f"{work:.3g}", "max_work": f"{limits.max_work:.3g}"},
-        )
+    """Refuse (RUN_TOO_COSTLY) a study whose runs together exceed one run's work limit (a study is one
+    job), or whose memory does: one run's peak plus the base run's per-path results, held while each
+    variant runs."""
+    estimate = cost.estimate(config, config.monte_carlo.chunk_paths, RUN_PARALLELISM)
+    work = estimate.work * runs
+    memory = estimate.peak_bytes + cost.result_bytes_per_path(config) * engine.path_count(config)
+    if work <= limits.max_work and memory <= limits.worker_memory_bytes:
+        return
+    paths = engine.path_count(config)
+    what = (f"about {work * cost.SECONDS_PER_WORK / 60:.0f} CPU-minutes, more than the {limits.max_work:.3g} work "
+            "accepted for one job" if work > limits.max_work else
+            f"about {memory / 2**20:,.0f} MiB, more than the {limits.worker_memory_bytes / 2**20:,.0f} MiB of a worker")
+    raise InvalidArgument(
+        f"This study runs {runs} simulations of {paths} paths: {what}. Run fewer paths, scenarios or parameters.",
+        [(f"{path}.config.monte_carlo.paths", f"{runs} runs x {paths} paths is too much")],
+        reason="RUN_TOO_COSTLY",
+        metadata={"runs": str(runs), "estimated_work": f"{work:.3g}", "max_work": f"{limits.max_work:.3g}",
+                  "estimated_bytes": f"{memory:.0f}", "max_bytes": str(limits.worker_memory_bytes)},
+    )
 
 
 def admit_stress_test(spec: pb.StressTestSpec, path: str, limits: RunLimits) -> Admitted:

@@ -172,3 +172,15 @@ def test_unknown_axes_and_stressed_bases_are_refused():
         GridAxis("zone_allocation", (0.1,))
     with pytest.raises(ValueError, match="unstressed"):
         scenarios.stress_test(fund(stress={"recovery_haircut": 0.1}), [scenarios.PRESETS["mild_recession"]])
+
+
+def test_the_bootstrap_does_not_depend_on_how_its_replicates_are_batched(monkeypatch):
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=300)
+    other = base - 0.1 + rng.normal(size=300) * 0.01
+    p5 = lambda rows: np.quantile(rows, 0.05, axis=1)  # noqa: E731
+    whole = crn.bootstrap_delta(base, other, p5, seed=3)
+    monkeypatch.setattr(crn, "BOOTSTRAP_BATCH_VALUES", 1000)  # 3 replicates at a time
+    assert crn.bootstrap_delta(base, other, p5, seed=3) == whole
+    assert whole.value == pytest.approx(np.quantile(other, 0.05) - np.quantile(base, 0.05))
+    assert whole.ci_low < whole.value < whole.ci_high

@@ -121,20 +121,10 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
                 return service_pb2.CreateStudyResponse(study=self._view(existing))
         name = f"studies/{uuid.uuid4()}"
         handle = self._runner.submit(kind.run, admitted.payload, job_id=name, owner=caller.subject)
-        try:
-            record, created = await self._studies.create(
-                name, spec.SerializeToString(), owner=caller.subject, kind=kind.name,
-                progress_total=admitted.paths_total, request_id=request_id, request_hash=request_hash)
-        except BaseException:
-            self._runner.cancel(name)
-            raise
-        if not created:  # a concurrent retry with the same request_id stored its study first
-            self._runner.cancel(name)
-            return service_pb2.CreateStudyResponse(study=self._view(record))
-        active = ActiveStudy(record, handle, asyncio.get_running_loop().create_future())
-        self._active[name] = active
-        self._lifecycle.add_background_task(self._follow(active, kind), name=f"study {name}")
-        return service_pb2.CreateStudyResponse(study=self._view(record))
+        stored: asyncio.Future[StudyRecord] = asyncio.get_running_loop().create_future()
+        self._lifecycle.add_background_task(
+            self._store_and_follow(name, spec, kind, handle, request_id, request_hash, stored), name=f"study {name}")
+        return service_pb2.CreateStudyResponse(study=self._view(await asyncio.shield(stored)))
 
     async def GetStudy(self, request: service_pb2.GetStudyRequest,
                        context: grpc.aio.ServicerContext) -> service_pb2.GetStudyResponse:
@@ -235,6 +225,30 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
             if not handle.done():
                 self._runner.cancel(handle.job_id)
 
+    async def _store_and_follow(self, name: str, spec: Study, kind: StudyKind, handle: JobHandle,
+                                request_id: str | None, request_hash: str | None,
+                                stored: asyncio.Future[StudyRecord]) -> None:
+        """Store the accepted study, answer the create through ``stored``, then follow the job to its end.
+        A task of its own, so a caller that hangs up mid-create never leaves a stored study unfollowed."""
+        try:
+            record, created = await self._studies.create(
+                name, spec.SerializeToString(), owner=spec.owner, kind=kind.name,
+                progress_total=spec.progress.paths_total, request_id=request_id, request_hash=request_hash)
+        except BaseException as error:
+            self._runner.cancel(name)
+            _settle(stored, error)
+            if isinstance(error, errors.ServiceError):
+                return  # the caller's mistake (REQUEST_ID_REUSED), answered by the create call
+            raise
+        if not created:  # a concurrent retry with the same request_id stored its study first
+            self._runner.cancel(name)
+            stored.set_result(record)
+            return
+        active = ActiveStudy(record, handle, asyncio.get_running_loop().create_future())
+        self._active[name] = active
+        stored.set_result(record)
+        await self._follow(active, kind)
+
     async def _follow(self, active: ActiveStudy, kind: StudyKind) -> None:
         name = active.record.name
         try:
@@ -263,11 +277,8 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
             active.finished.set_result(record)
             self._publish(study_completed(self._view(record), kind.name))
         except BaseException as failure:  # the server is stopping, or the store failed
-            if not active.finished.done():
-                active.finished.set_exception(
-                    errors.Unavailable("The server is shutting down.", retry_after=5.0, reason="SHUTTING_DOWN"))
-                active.finished.exception()
-            raise failure
+            _settle(active.finished, failure)
+            raise
         finally:
             self._active.pop(name, None)
 
@@ -353,6 +364,17 @@ def _error(record: StudyRecord) -> status_pb2.Status | None:
             f"The server stopped while study {record.name} was pending or running; create it again.",
             metadata=metadata))
     return None
+
+
+def _settle(waiters: asyncio.Future[StudyRecord], error: BaseException) -> None:
+    """Fail a future RPCs may await; cancellation (shutdown) becomes SHUTTING_DOWN, because a handler must end
+    with a status, never by raising ``CancelledError`` itself."""
+    if waiters.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        error = errors.Unavailable("The server is shutting down.", retry_after=5.0, reason="SHUTTING_DOWN")
+    waiters.set_exception(error)
+    waiters.exception()  # retrieved: often no RPC is waiting
 
 
 def _progress(runs: int, done: int, total: int) -> pb.StudyProgress:

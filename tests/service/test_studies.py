@@ -277,3 +277,16 @@ async def test_a_finished_study_is_published_to_its_owner_only(caller: Caller) -
         await asyncio.wait_for(next_study_event(bobs), timeout=2)
     mine.cancel()
     bobs.cancel()
+
+
+def test_the_contract_enums_name_exactly_the_engine_choices() -> None:
+    from equihome.type.v1 import guardrail_pb2
+    from server.mapping import study as mapping
+    from simulation import sensitivity
+
+    assert set(mapping.SENSITIVITY_PARAMETERS.values()) == set(sensitivity.PARAMETERS)
+    assert set(mapping.SENSITIVITY_METRICS.values()) == set(sensitivity.METRICS)
+    assert set(mapping.GRID_PARAMETERS.values()) == set(scenarios.GRID_AXES)
+    assert set(mapping.STRESS_FIGURES) == set(scenarios.FIGURE_NAMES)
+    for rail in scenarios.GUARDRAILS:
+        guardrail_pb2.GuardrailRule.Value(f"GUARDRAIL_RULE_{rail.rule.upper()}")  # raises if the rule is unknown

@@ -1,15 +1,20 @@
 """The registry of study kinds: what each reads from ``StudySpec``, how it is admitted and costed, which
 job runs it, and the message it returns in ``StudyResult``.
 
-A kind is served once it has ``admit`` and ``run``. The allocation optimiser plugs in with one entry
-(``server/services/optimization_job.py``)::
+A kind is served once it has ``admit`` and ``run``; until then a study of that kind is refused with
+UNIMPLEMENTED (``metadata.field`` = ``study.spec.<kind>``). The allocation optimiser plugs in with one entry,
+from ``server/services/optimization_job.py``::
 
-    "optimization": StudyKind("optimization", OptimizeAllocationResponse, admit=admit_optimization,
-                              run=run_optimization)
+    def admit_optimization(request, path, limits):
+        config = admit(request.base_config, f"{path}.base_config", limits)
+        estimate_cost(request, config, limits)  # refuses RUN_TOO_COSTLY
+        runs = simulation_runs(config, optimizer_request(request, config))
+        return Admitted(job_payload(request, config), runs, engine.path_count(config))
 
-where ``admit_optimization(request, path, limits)`` returns an ``Admitted`` (the serialised request as
-payload, its runs and paths from ``estimate_cost``) and ``run_optimization(payload, reporter)`` returns the
-serialised ``OptimizeAllocationResponse``. Until then a study of that kind is refused with UNIMPLEMENTED.
+    StudyKind("optimization", OptimizeAllocationResponse, admit_optimization, run_optimization)
+
+(a request naming a ``portfolio_id`` needs its live book, which OptimizationService resolves before
+admission; the study service would need the same ``LiveBooks`` step for those).
 """
 
 from __future__ import annotations

@@ -49,6 +49,8 @@ SCOPES: tuple[str, ...] = (
     "impact:write",
     "optimization:read",
     "optimization:write",
+    "study:read",
+    "study:write",
     "events:read",
     "integration:read",
     "integration:write",

@@ -12,6 +12,7 @@ import warnings
 COMMANDS = {
     "simulate": ("server.simulate_cli", "run a fund simulation from a JSON config"),
     "optimize": ("server.optimize_cli", "optimise the zone allocation of a fund or a live portfolio"),
+    "stress": ("server.stress_cli", "stress scenarios, a stress grid or a sensitivity tornado of a fund"),
     "report": ("server.report_cli", "write a self-contained HTML report of a result"),
     "serve": ("server.serve_cli", "start the gRPC service"),
     "remote": ("server.remote_cli", "create, watch, get, list and cancel runs on a server"),

@@ -223,6 +223,29 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX optimizations_sent_by_portfolio ON optimizations (portfolio_id, sent, create_us DESC);
     """,
+    # 6: study jobs (stress tests, sensitivities, optimisations); queries in server/studies/store.py
+    """
+    CREATE TABLE studies (
+        name           TEXT PRIMARY KEY,
+        owner          TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        request_id     TEXT,
+        request_hash   TEXT,
+        state          TEXT NOT NULL,
+        progress_done  INTEGER NOT NULL DEFAULT 0,
+        progress_total INTEGER NOT NULL DEFAULT 0,
+        spec           BLOB NOT NULL,
+        result         BLOB,
+        error          BLOB,
+        create_us      INTEGER NOT NULL,
+        update_us      INTEGER NOT NULL,
+        start_us       INTEGER,
+        end_us         INTEGER,
+        UNIQUE (owner, request_id)
+    );
+    CREATE INDEX studies_of_owner ON studies (owner, create_us DESC, name);
+    CREATE INDEX studies_by_state ON studies (state, create_us DESC, name);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -291,6 +314,7 @@ class Store:
         self._connection: sqlite3.Connection | None = connection
         self._lock = lock
         self.runs = RunStore(self, page_secret)
+        self.studies = StudyStore(self, page_secret)
         self.events = EventLog(self)
         self.optimizations = OptimizationStore(self)
 
@@ -857,7 +881,6 @@ class OptimizationStore:
 
         return await self._store.call(work)
 
-
     async def purge_expired(self, *, now: datetime | None = None) -> int:
         """Delete optimisations ``OPTIMIZATION_RETENTION`` after they finished, except the last one sent for
         each portfolio (automatic re-optimisation compares with it); returns how many were deleted."""
@@ -875,9 +898,206 @@ class OptimizationStore:
         return await self._store.call(work)
 
 
+# --- Studies -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    name: str
+    owner: str
+    kind: str  # server/studies/kinds.py
+    state: RunState
+    progress_done: int
+    progress_total: int
+    spec: bytes  # the accepted Study message, without result
+    result: bytes | None
+    error: bytes | None
+    request_id: str | None
+    request_hash: str | None
+    create_time: datetime
+    update_time: datetime
+    start_time: datetime | None
+    end_time: datetime | None
+
+
+_STUDY_COLUMN_NAMES = (
+    "name", "owner", "kind", "state", "progress_done", "progress_total", "spec", "result", "error", "request_id",
+    "request_hash", "create_us", "update_us", "start_us", "end_us",
+)  # fmt: skip
+_STUDY_COLUMNS = ", ".join(_STUDY_COLUMN_NAMES)
+
+
+def _study(row: Sequence[Any]) -> StudyRecord:
+    values = dict(zip(_STUDY_COLUMN_NAMES, row, strict=True))
+    values["state"] = RunState(values["state"])
+    for key in ("create", "update", "start", "end"):
+        values[f"{key}_time"] = _time(values.pop(f"{key}_us"))
+    return StudyRecord(**values)
+
+
+def study_not_found(name: str) -> NotFound:
+    """The error for a study that does not exist, or that the caller may not see (the two look the same)."""
+    return NotFound(f"Study {name} does not exist.", reason="STUDY_NOT_FOUND", metadata={"name": name})
+
+
+class StudyStore:
+    """Study jobs, with the rules of ``RunStore``: per-owner idempotent creation, compare-and-set updates,
+    signed page tokens, retention, and INTERRUPTED for what a previous process left unfinished."""
+
+    def __init__(self, store: Store, page_secret: bytes):
+        self._store = store
+        self._page_secret = page_secret
+
+    async def create(self, name: str, spec: bytes, *, owner: str, kind: str, progress_total: int,
+                     request_id: str | None, request_hash: str | None) -> tuple[StudyRecord, bool]:
+        """Insert a PENDING study; a ``request_id`` the owner used before returns that study (``created``
+        False), or ``InvalidArgument`` (REQUEST_ID_REUSED) when the request differs."""
+
+        def work(connection: sqlite3.Connection) -> tuple[StudyRecord, bool]:
+            with transaction(connection):
+                if request_id is not None:
+                    existing = _select_study_request(connection, owner, request_id, request_hash)
+                    if existing is not None:
+                        return existing, False
+                now = _now_us()
+                connection.execute(
+                    "INSERT INTO studies (name, owner, kind, request_id, request_hash, state, progress_total, spec, "
+                    "create_us, update_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, owner, kind, request_id, request_hash, RunState.PENDING.value, progress_total, spec, now,
+                     now),
+                )
+                return _study(_select_study(connection, name)), True
+
+        return await self._store.call(work)
+
+    async def find_request(self, owner: str, request_id: str, request_hash: str | None) -> StudyRecord | None:
+        return await self._store.call(
+            lambda connection: _select_study_request(connection, owner, request_id, request_hash))
+
+    async def get(self, name: str) -> StudyRecord:
+        return await self._store.call(lambda connection: _study(_select_study(connection, name)))
+
+    async def update(self, name: str, *, state: RunState | None = None, progress_done: int | None = None,
+                     result: bytes | None = None, error: bytes | None = None) -> StudyRecord:
+        """Change the given fields; entering RUNNING stamps the start, a terminal state the end."""
+
+        def work(connection: sqlite3.Connection) -> StudyRecord:
+            with transaction(connection):
+                current = _study(_select_study(connection, name))
+                now = _now_us()
+                assignments: dict[str, Any] = {"update_us": now}
+                if state is not None:
+                    assignments["state"] = state.value
+                    if state is RunState.RUNNING and current.start_time is None:
+                        assignments["start_us"] = now
+                    if state.terminal:
+                        assignments["end_us"] = now
+                if progress_done is not None:
+                    assignments["progress_done"] = progress_done
+                if result is not None:
+                    assignments["result"] = result
+                if error is not None:
+                    assignments["error"] = error
+                columns = ", ".join(f"{column} = ?" for column in assignments)
+                connection.execute(f"UPDATE studies SET {columns} WHERE name = ?", (*assignments.values(), name))
+                return _study(_select_study(connection, name))
+
+        return await self._store.call(work)
+
+    async def list(self, *, owner: str | None, states: Collection[RunState] = (), page_size: int = 0,
+                   page_token: str = "") -> tuple[list[StudyRecord], str]:
+        """One page of studies without results, newest first; same paging rules as ``RunStore.list``."""
+        if page_size < 0:
+            raise InvalidArgument(
+                "page_size must not be negative.", [("page_size", "must be >= 0")], reason="FIELD_INVALID")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        state_values = sorted({state.value for state in states})
+        scope = f"studies:{_filter_hash(owner, None, state_values)}"
+        after = _page_key(page_tokens.verify(self._page_secret, scope, page_token)) if page_token else None
+
+        def work(connection: sqlite3.Connection) -> list[Sequence[Any]]:
+            clauses: list[str] = []
+            parameters: list[Any] = []
+            if owner is not None:
+                clauses.append("owner = ?")
+                parameters.append(owner)
+            if state_values:
+                clauses.append(f"state IN ({', '.join('?' * len(state_values))})")
+                parameters.extend(state_values)
+            if after is not None:
+                clauses.append("(create_us < ? OR (create_us = ? AND name > ?))")
+                parameters.extend([after[0], after[0], after[1]])
+            where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+            columns = _STUDY_COLUMNS.replace("result", "NULL")
+            return connection.execute(
+                f"SELECT {columns} FROM studies {where} ORDER BY create_us DESC, name ASC LIMIT ?",
+                (*parameters, size + 1)).fetchall()
+
+        rows = await self._store.call(work)
+        if len(rows) <= size:
+            return [_study(row) for row in rows], ""
+        last = rows[size - 1]
+        token = page_tokens.sign(self._page_secret, scope, [last[_STUDY_COLUMN_NAMES.index("create_us")], last[0]])
+        return [_study(row) for row in rows[:size]], token
+
+    async def purge_expired(self) -> int:
+        """Delete studies ``RUN_RETENTION`` after they ended; forget request ids after a day."""
+
+        def work(connection: sqlite3.Connection) -> int:
+            now = _now_us()
+            with transaction(connection):
+                deleted = connection.execute("DELETE FROM studies WHERE end_us IS NOT NULL AND end_us < ?",
+                                             (now - _us(RUN_RETENTION),)).rowcount
+                connection.execute("UPDATE studies SET request_id = NULL, request_hash = NULL "
+                                   "WHERE request_id IS NOT NULL AND create_us < ?",
+                                   (now - _us(REQUEST_ID_RETENTION),))
+                return deleted
+
+        return await self._store.call(work)
+
+    async def mark_unfinished_interrupted(self, created_before: datetime) -> int:
+        """Every PENDING or RUNNING study created before ``created_before`` (by a previous process) becomes
+        INTERRUPTED."""
+
+        def work(connection: sqlite3.Connection) -> int:
+            with transaction(connection):
+                now = _now_us()
+                return connection.execute(
+                    "UPDATE studies SET state = ?, update_us = ?, end_us = ? WHERE state IN (?, ?) AND create_us < ?",
+                    (RunState.INTERRUPTED.value, now, now, *(state.value for state in UNFINISHED),
+                     int(created_before.timestamp() * 1_000_000)),
+                ).rowcount
+
+        return await self._store.call(work)
+
+
 OPTIMIZATION_RETENTION = timedelta(days=7)  # like finished runs
 
 
 def _optimization(row: Sequence[Any]) -> OptimizationRecord:
     return OptimizationRecord(row[0], row[1], row[2], bool(row[3]), bool(row[4]), row[5],
                               datetime.fromtimestamp(row[6] / 1_000_000, UTC))
+
+
+def _select_study(connection: sqlite3.Connection, name: str) -> Sequence[Any]:
+    row = connection.execute(f"SELECT {_STUDY_COLUMNS} FROM studies WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise study_not_found(name)
+    return row  # type: ignore[no-any-return]
+
+
+def _select_study_request(connection: sqlite3.Connection, owner: str, request_id: str,
+                          request_hash: str | None) -> StudyRecord | None:
+    row = connection.execute(f"SELECT {_STUDY_COLUMNS} FROM studies WHERE owner = ? AND request_id = ?",
+                             (owner, request_id)).fetchone()
+    if row is None:
+        return None
+    existing = _study(row)
+    if request_hash and existing.request_hash and request_hash != existing.request_hash:
+        raise InvalidArgument(
+            f"request_id {request_id} was already used with a different request.",
+            [("request_id", "already used with a different request")],
+            reason="REQUEST_ID_REUSED",
+            metadata={"request_id": request_id},
+        )
+    return existing

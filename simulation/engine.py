@@ -18,7 +18,8 @@ from .executors import Cancelled, CancelCheck, ChunkExecutor, RunTask, executor_
 from .results import RunInfo, SimulationResult
 from .streams import BLOCK_PATHS, Purpose, generator
 
-__all__ = ["Cancelled", "Progress", "book_for", "chunk_plan", "chunk_size", "chunks", "path_count", "run"]
+__all__ = ["Cancelled", "Progress", "book_for", "chunk_plan", "chunk_size", "chunks", "path_count", "run",
+           "simulate_paths"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,22 @@ def run(config: SimulationConfig, *, progress: ProgressCallback | None = None,
     executor = executor if executor is not None else executor_for(config)
     plan = chunks(config, executor.parallelism)
     total = path_count(config)
+    results = simulate_paths(config, book, executor, plan, progress=progress, cancelled=cancelled, started=started)
+    info = RunInfo(seed=config.monte_carlo.seed, engine_version=ENGINE_VERSION, currency=config.fund.currency,
+                   paths=total,
+                   deterministic=config.monte_carlo.deterministic, chunk_paths=chunk_size(config), chunks=len(plan),
+                   workers=config.monte_carlo.workers, loans_in_book=len(book),
+                   elapsed_seconds=time.perf_counter() - started)
+    return aggregate(config, book, results, info, keep_paths)
+
+
+def simulate_paths(config: SimulationConfig, book: LoanBook, executor: ChunkExecutor, plan: list[tuple[int, int]],
+                   *, progress: ProgressCallback | None = None,
+                   cancelled: CancelCheck | None = None, started: float | None = None) -> pathmetrics.PathResults:
+    """The per-path results of ``config`` on ``book``, chunk by chunk, without the across-path aggregation
+    (stress tests and sensitivities compare several runs path by path)."""
+    started = time.perf_counter() if started is None else started
+    total = sum(n for _, n in plan)
     parts: dict[int, pathmetrics.PathResults] = {}
     if progress is not None:
         progress(Progress(0, total, 0, len(plan), time.perf_counter() - started))
@@ -92,10 +109,4 @@ def run(config: SimulationConfig, *, progress: ProgressCallback | None = None,
         if progress is not None:
             done = sum(plan[i][1] for i in parts)
             progress(Progress(done, total, len(parts), len(plan), time.perf_counter() - started))
-    results = pathmetrics.PathResults.concatenate([parts[i] for i in range(len(plan))])
-    info = RunInfo(seed=config.monte_carlo.seed, engine_version=ENGINE_VERSION, currency=config.fund.currency,
-                   paths=total,
-                   deterministic=config.monte_carlo.deterministic, chunk_paths=chunk_size(config), chunks=len(plan),
-                   workers=config.monte_carlo.workers, loans_in_book=len(book),
-                   elapsed_seconds=time.perf_counter() - started)
-    return aggregate(config, book, results, info, keep_paths)
+    return pathmetrics.PathResults.concatenate([parts[i] for i in range(len(plan))])

@@ -51,12 +51,14 @@ EnginePayload = (
     | event_pb2.SimulationCompleted
     | event_pb2.ImpactAnalysisCompleted
     | event_pb2.OptimizationCompleted
+    | event_pb2.StudyCompleted
 )
 _ENGINE_FIELDS = {
     event_pb2.SimulationProgressed: "simulation_progressed",
     event_pb2.SimulationCompleted: "simulation_completed",
     event_pb2.ImpactAnalysisCompleted: "impact_analysis_completed",
     event_pb2.OptimizationCompleted: "optimization_completed",
+    event_pb2.StudyCompleted: "study_completed",
 }
 
 

@@ -22,8 +22,9 @@ EVENT_TYPES: dict[str, event_pb2.EventType.ValueType] = {
     "impact_analysis_completed": event_pb2.EVENT_TYPE_IMPACT_ANALYSIS_COMPLETED,
     "heartbeat": event_pb2.EVENT_TYPE_HEARTBEAT,
     "optimization_completed": event_pb2.EVENT_TYPE_OPTIMIZATION_COMPLETED,
+    "study_completed": event_pb2.EVENT_TYPE_STUDY_COMPLETED,
 }
-OWNED_EVENTS = frozenset({"simulation_progressed", "simulation_completed"})
+OWNED_EVENTS = frozenset({"simulation_progressed", "simulation_completed", "study_completed"})
 PORTFOLIO_EVENTS = frozenset(
     {
         "portfolio_updated",

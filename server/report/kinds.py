@@ -17,9 +17,11 @@ from google.protobuf.message import Message
 
 from equihome.optimization.v1 import optimization_service_pb2
 from equihome.simulation.v1 import simulation_pb2
+from equihome.study.v1 import study_pb2
 from server.report.optimization_view import optimization_report
 from server.report.page import Report, render_html
 from server.report.simulation_view import simulation_report
+from server.report.stress_view import study_report
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class ResultKind:
 KINDS: tuple[ResultKind, ...] = (
     ResultKind("simulation", simulation_pb2.Simulation, "simulation", simulation_report),
     ResultKind("optimization", optimization_service_pb2.Optimization, "optimization", optimization_report),
+    ResultKind("study", study_pb2.Study, "study", study_report),
 )
 
 

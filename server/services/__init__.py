@@ -19,6 +19,7 @@ from equihome.impact.v1 import impact_analysis_service_pb2, impact_analysis_serv
 from equihome.integration.v1 import integration_service_pb2, integration_service_pb2_grpc
 from equihome.optimization.v1 import optimization_service_pb2, optimization_service_pb2_grpc
 from equihome.simulation.v1 import simulation_service_pb2, simulation_service_pb2_grpc
+from equihome.study.v1 import study_service_pb2, study_service_pb2_grpc
 from server.admission import RunLimits
 from server.app import Lifecycle, ServiceBinding
 from server.jobs import JobRunner
@@ -32,6 +33,7 @@ from server.services.simulation import SimulationService
 from server.services.unimplemented import UnimplementedServicer
 from server.settings import Settings
 from server.store import Store
+from server.studies.service import StudyService
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ IMPACT = _service(impact_analysis_service_pb2.DESCRIPTOR, "ImpactAnalysisService
 OPTIMIZATION = _service(optimization_service_pb2.DESCRIPTOR, "OptimizationService")
 EVENTS = _service(event_service_pb2.DESCRIPTOR, "EventService")
 INTEGRATION = _service(integration_service_pb2.DESCRIPTOR, "IntegrationService")
+STUDY = _service(study_service_pb2.DESCRIPTOR, "StudyService")
 
 SCOPES: dict[str, dict[str, str]] = {
     SIMULATION.full_name: {
@@ -72,6 +75,15 @@ SCOPES: dict[str, dict[str, str]] = {
         "SendRecommendations": "optimization:write",
     },
     EVENTS.full_name: {"SubscribeEvents": "events:read"},
+    STUDY.full_name: {
+        "CreateStudy": "study:write",
+        "GetStudy": "study:read",
+        "ListStudies": "study:read",
+        "CancelStudy": "study:write",
+        "WatchStudy": "study:read",
+        "RunStressTest": "study:write",
+        "RunSensitivity": "study:write",
+    },
     INTEGRATION.full_name: {
         "GetIntegration": "integration:read",
         "ListIntegrations": "integration:read",
@@ -116,6 +128,12 @@ def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
             OptimizationService(optimizations(deps)),
         ),
         binding(EVENTS, add_event_service, EventService(deps.integrations.bus, deps.lifecycle)),
+        binding(
+            STUDY,
+            study_service_pb2_grpc.add_StudyServiceServicer_to_server,
+            StudyService(deps.store.studies, deps.runner, deps.lifecycle, RunLimits.from_settings(deps.settings),
+                         publish=deps.integrations.bus.publish_engine_event),
+        ),
         binding(
             INTEGRATION,
             integration_service_pb2_grpc.add_IntegrationServiceServicer_to_server,

@@ -31,7 +31,7 @@ PROTO_DIR = ROOT / "protos"
 DOCS = ROOT / "docs" / "api.md"
 
 # Flower-style guard: a new or removed proto file (or service/RPC) must be a deliberate change here.
-EXPECTED_PROTO_FILES = 19
+EXPECTED_PROTO_FILES = 21
 EXPECTED_SERVICES: dict[str, set[str]] = {
     "equihome.simulation.v1.SimulationService": {
         "CreateSimulation",
@@ -44,6 +44,15 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
     "equihome.impact.v1.ImpactAnalysisService": {"AnalyzeLoanImpact"},
     "equihome.optimization.v1.OptimizationService": {"OptimizeAllocation", "GetOptimization", "SendRecommendations"},
     "equihome.events.v1.EventService": {"SubscribeEvents"},
+    "equihome.study.v1.StudyService": {
+        "CreateStudy",
+        "GetStudy",
+        "ListStudies",
+        "CancelStudy",
+        "WatchStudy",
+        "RunStressTest",
+        "RunSensitivity",
+    },
     "equihome.integration.v1.IntegrationService": {
         "GetIntegration",
         "ListIntegrations",
@@ -56,13 +65,15 @@ EXPECTED_SERVICES: dict[str, set[str]] = {
         "RetryPush",
     },
 }
-SERVER_STREAMING = {"WatchSimulation", "SubscribeEvents"}
+SERVER_STREAMING = {"WatchSimulation", "SubscribeEvents", "WatchStudy"}
 SCOPES = {
     "simulation:read",
     "simulation:write",
     "impact:write",
     "optimization:read",
     "optimization:write",
+    "study:read",
+    "study:write",
     "events:read",
     "integration:read",
     "integration:write",
@@ -221,6 +232,7 @@ def test_resources_mark_name_and_output_fields() -> None:
         "equihome.simulation.v1.Simulation",
         "equihome.integration.v1.Integration",
         "equihome.integration.v1.Push",
+        "equihome.study.v1.Study",
     }
     for message in resources:
         assert _behaviors(message.fields_by_name["name"]) == [FB.IDENTIFIER]
@@ -257,7 +269,7 @@ def test_resources_mark_name_and_output_fields() -> None:
 
 def test_list_rpcs_paginate() -> None:
     lists = [m for _, m in METHODS if m.name.startswith("List")]
-    assert {m.name for m in lists} == {"ListSimulations", "ListIntegrations", "ListPushes"}
+    assert {m.name for m in lists} == {"ListSimulations", "ListIntegrations", "ListPushes", "ListStudies"}
     for method in lists:
         request, response = method.input_type.fields_by_name, method.output_type.fields_by_name
         assert request["page_size"].type == FieldDescriptor.TYPE_INT32, method.name
@@ -268,7 +280,7 @@ def test_list_rpcs_paginate() -> None:
 
 
 def test_creates_and_side_effects_take_request_id() -> None:
-    for name in ("CreateSimulation", "AnalyzeLoanImpact"):
+    for name in ("CreateSimulation", "AnalyzeLoanImpact", "CreateStudy"):
         method = next(m for _, m in METHODS if m.name == name)
         field = method.input_type.fields_by_name["request_id"]
         assert field.type == FieldDescriptor.TYPE_STRING
@@ -376,7 +388,7 @@ def test_event_payload_cases_match_event_types() -> None:
     cases = {f.name.upper() for f in event_pb2.Event.DESCRIPTOR.oneofs_by_name["payload"].fields}
     types_ = {v.name.removeprefix("EVENT_TYPE_") for v in event_pb2.EventType.DESCRIPTOR.values[1:]}
     assert cases == types_
-    assert len(cases) == 11
+    assert len(cases) == 12
 
 
 def test_path_detail_mirrors_metric_summaries() -> None:

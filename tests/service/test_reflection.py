@@ -31,6 +31,7 @@ async def test_a_client_with_only_reflection_discovers_every_service_and_runs_a_
         "equihome.optimization.v1.OptimizationService",
         "equihome.events.v1.EventService",
         "equihome.integration.v1.IntegrationService",
+        "equihome.study.v1.StudyService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }

@@ -18,7 +18,7 @@ from ..metrics import Z_95
 from ..pathmetrics import PathResults
 from ..streams import Purpose, generator
 
-BOOTSTRAP_REPLICATES = 200
+BOOTSTRAP_REPLICATES = 100  # as the risk report's bootstrap (``aggregate``)
 MEAN_METRICS = {"lp_net_irr": "lp_net_irr", "fund_irr": "fund_irr", "lp_moic": "lp_moic", "lp_roi": "lp_roi",
                 "gp_carry": "gp_carry"}
 # name of the delta -> figure of ``aggregate._risk_figures``

@@ -109,6 +109,17 @@ def _exposure(params: lifecycle.ModelParams, outcomes: list[lifecycle.Outcomes],
     return np.cumsum(change, axis=1)
 
 
+def _with_own_exposure(exposure: np.ndarray, out: lifecycle.Outcomes) -> np.ndarray:
+    """``exposure`` plus the new slot's loans of one generation (at most one per path): +L on [origination,
+    event) in its zone."""
+    months = np.arange(exposure.shape[1])
+    ln = out.loans
+    on_book = (months >= ln.origination[:, np.newaxis]) & (months < out.event_month[:, np.newaxis])
+    added = exposure.copy()
+    added[ln.path, :, ln.zone] += np.where(on_book, ln.amount[:, np.newaxis], 0.0)
+    return added
+
+
 @dataclass(frozen=True)
 class LoanPaths:
     """The candidate's own first lifecycle on every path (identical on the fast and the exact path)."""
@@ -142,10 +153,10 @@ def fast_path(base: Base, loan: CandidateLoan) -> tuple[pathmetrics.PathResults,
         first_loans = lifecycle.Loans(**{**{f.name: getattr(first_loans, f.name) for f in fields(first_loans)},
                                          "slot": np.full(n, slots - 1)})
         chain = [_resolve_new_slot(params, chunk, first_loans, 0)]
-        exposure = chunk.exposure + _exposure(params, chain, n)
+        exposure = _with_own_exposure(chunk.exposure, chain[-1])
         while (follow_on := _follow_on(params, chunk, chain[-1], exposure)) is not None:
             chain.append(_resolve_new_slot(params, chunk, follow_on, len(chain)))
-            exposure = exposure + _exposure(params, chain[-1:], n)
+            exposure = _with_own_exposure(exposure, chain[-1])
         own = ledger.loan_flows(params, chunk.market, chain, n, chunk.flows.mark_months)
         flows = _added(chunk.flows, own)
         cost = ledger.costs(params, flows)

@@ -26,6 +26,7 @@ from server.observability import Metrics
 from server.integration.live_books import LiveBooks
 from server.integration.runtime import IntegrationRuntime
 from server.services.events import EventService, add_event_service
+from server.services.impact import ImpactAnalysisService, ImpactAnalyzer
 from server.services.integration import IntegrationService
 from server.services.simulation import SimulationService
 from server.services.unimplemented import UnimplementedServicer
@@ -92,6 +93,15 @@ def binding(service: ServiceDescriptor, add_to_server: AddToServer, servicer: ob
     return ServiceBinding(service.full_name, add_to_server, servicer, SCOPES[service.full_name])
 
 
+def impact_analyzer(deps: ServiceDependencies) -> ImpactAnalyzer:
+    """The one analyzer of AnalyzeLoanImpact and the automatic Underwriting flow."""
+    integrations = deps.integrations
+    return ImpactAnalyzer(
+        deps.store.impact, deps.runner, LiveBooks(integrations.mirror, integrations.sync), integrations.reads,
+        integrations.outbox, integrations.bus.publish_engine_event, RunLimits.from_settings(deps.settings),
+    )
+
+
 def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
     simulations = SimulationService(
         deps.store.runs,
@@ -106,7 +116,7 @@ def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
         binding(
             IMPACT,
             impact_analysis_service_pb2_grpc.add_ImpactAnalysisServiceServicer_to_server,
-            UnimplementedServicer(IMPACT, "loan impact analysis is planned for a later issue"),
+            ImpactAnalysisService(impact_analyzer(deps)),
         ),
         binding(
             OPTIMIZATION,

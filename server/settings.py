@@ -161,6 +161,14 @@ class Settings(BaseModel):
     integration_sandbox_extensions: str = Field(
         "", description="extensions to the guide the built-in sandbox adds, comma-separated (docs/sandbox.md)"
     )
+    # Portfolio impact analysis: the automatic Underwriting flow (server/integration/underwriting_flow.py)
+    impact_flow_enabled: bool = Field(
+        True, description="analyse every loan_application_submitted and POST it to Underwriting (integrations on)"
+    )
+    impact_flow_portfolio_id: str = Field(
+        "", max_length=128, description="PMS portfolio the flow tests loans against (default: first mirrored one)"
+    )
+    impact_flow_paths: int = Field(500, ge=100, le=5000, description="paths of each analysis of the flow")
     event_retention_hours: float = Field(24.0, gt=0, description="how long events stay resumable")
     event_subscriber_buffer: int = Field(1024, ge=1, description="events buffered per subscriber before cut-off")
 

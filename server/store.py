@@ -210,7 +210,8 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_by_state ON runs (state, create_us DESC, name);
     CREATE INDEX runs_of_owner ON runs (owner, create_us DESC, name);
     """,
-    # 5: portfolio impact analyses (queries in ImpactStore); request ids are unique per owner
+    # 5: portfolio impact analyses (queries in ImpactStore; request ids unique per owner) and the event-log
+    # cursor of the automatic Underwriting flow (server/integration/underwriting_flow.py)
     """
     CREATE TABLE impact_analyses (
         analysis_id    TEXT PRIMARY KEY,
@@ -225,6 +226,10 @@ _MIGRATIONS: tuple[str, ...] = (
         UNIQUE (owner, request_id)
     );
     CREATE INDEX impact_analyses_by_loan ON impact_analyses (loan_id, create_us DESC);
+    CREATE TABLE impact_flow_cursor (
+        id             INTEGER PRIMARY KEY CHECK (id = 1),
+        cursor         INTEGER NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -13,6 +13,7 @@ from equihome.impact.v1 import impact_analysis_pb2 as pb
 from equihome.impact.v1 import impact_analysis_service_pb2 as service_pb2
 from equihome.type.v1 import guardrail_pb2, metrics_pb2, zone_pb2
 from server.errors import InvalidArgument
+from server.mapping.live_book import UNASSIGNED_REGION
 from server.mapping.result import seconds_to_duration
 from simulation import ENGINE_VERSION
 from simulation.config import ZONES, SimulationConfig
@@ -139,8 +140,11 @@ def impact_request(request: service_pb2.AnalyzeLoanImpactRequest, config: Simula
     """The checked request against the fund's ``config``; ``zone`` as sent or looked up in TLS."""
     app = request.loan_application
     regions = [r.name for r in config.book.regions]
+    region = app.property_region
+    if region not in regions and UNASSIGNED_REGION in regions:
+        region = UNASSIGNED_REGION  # a live book whose loans carry no region: the loan joins them
     violations = []
-    if app.property_region not in regions:
+    if region not in regions:
         listed = ", ".join(regions[:10])
         violations.append(("loan_application.property_region", f"must be a region of the fund's book: {listed}"))
     month = request.origination_month if request.HasField("origination_month") else default_origination_month
@@ -150,7 +154,7 @@ def impact_request(request: service_pb2.AnalyzeLoanImpactRequest, config: Simula
         raise InvalidArgument("The loan does not fit the fund.", violations, reason="FIELD_INVALID")
     loan = CandidateLoan(
         loan_id=app.loan_id, amount=app.requested_loan_amount, property_value=app.property_value,
-        zone=ZONE_CODES[zone], region=regions.index(app.property_region), origination_month=month,
+        zone=ZONE_CODES[zone], region=regions.index(region), origination_month=month,
         interest_rate=request.interest_rate if request.HasField("interest_rate") else None,
         appreciation_share=request.appreciation_share if request.HasField("appreciation_share") else None)
     policy = policy_from_proto(request.policy)

@@ -25,6 +25,7 @@ from server.jobs import JobRunner
 from server.observability import Metrics
 from server.integration.live_books import LiveBooks
 from server.integration.runtime import IntegrationRuntime
+from server.integration.underwriting_flow import UnderwritingFlow
 from server.services.events import EventService, add_event_service
 from server.services.impact import ImpactAnalysisService, ImpactAnalyzer
 from server.services.integration import IntegrationService
@@ -102,7 +103,21 @@ def impact_analyzer(deps: ServiceDependencies) -> ImpactAnalyzer:
     )
 
 
+def start_underwriting_flow(deps: ServiceDependencies, analyzer: ImpactAnalyzer) -> None:
+    """With integrations on and the flow enabled, analyse every submitted loan application in the background."""
+    settings, integrations = deps.settings, deps.integrations
+    portfolio_id = settings.impact_flow_portfolio_id or next(
+        (p.strip() for p in settings.integration_mirror_portfolios.split(",") if p.strip()), "")
+    if not settings.impact_flow_enabled or integrations.reads is None or not portfolio_id:
+        return
+    flow = UnderwritingFlow(integrations.bus, deps.store, integrations.reads, analyzer, portfolio_id=portfolio_id,
+                            paths=settings.impact_flow_paths)
+    deps.lifecycle.add_background_task(flow.run(), name="underwriting flow")
+
+
 def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
+    analyzer = impact_analyzer(deps)
+    start_underwriting_flow(deps, analyzer)
     simulations = SimulationService(
         deps.store.runs,
         deps.runner,
@@ -116,7 +131,7 @@ def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
         binding(
             IMPACT,
             impact_analysis_service_pb2_grpc.add_ImpactAnalysisServiceServicer_to_server,
-            ImpactAnalysisService(impact_analyzer(deps)),
+            ImpactAnalysisService(analyzer),
         ),
         binding(
             OPTIMIZATION,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -23,10 +24,14 @@ MAX_PATHS = 20_000
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="equihome-sim impact", description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", type=Path, help="fund config (JSON); engine defaults when omitted")
+    parser.add_argument(
+        "config", nargs="?", type=Path, help="fund config (JSON); engine defaults when omitted"
+    )
     parser.add_argument("--loan-id", default="application")
     parser.add_argument("--amount", type=float, required=True, help="requested loan amount, fund currency")
-    parser.add_argument("--property-value", type=float, required=True, help="property value V0, fund currency")
+    parser.add_argument(
+        "--property-value", type=float, required=True, help="property value V0, fund currency"
+    )
     parser.add_argument("--zone", choices=ZONES, required=True)
     parser.add_argument("--region", required=True, help="a region of the fund's book, e.g. sydney_north")
     parser.add_argument("--origination-month", type=int, default=0)
@@ -58,15 +63,27 @@ def main(argv: list[str]) -> int:
         regions = [r.name for r in config.book.regions]
         if args.region not in regions:
             raise ValueError(f"--region: not a region of the fund's book {regions}")
-        loan = CandidateLoan(args.loan_id, args.amount, args.property_value, ZONES.index(args.zone),
-                             regions.index(args.region), args.origination_month, args.interest_rate)
+        loan = CandidateLoan(
+            args.loan_id,
+            args.amount,
+            args.property_value,
+            ZONES.index(args.zone),
+            regions.index(args.region),
+            args.origination_month,
+            args.interest_rate,
+        )
         loan.check(config)
     except (OSError, json.JSONDecodeError, ConfigError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 2
-    result = analyze(build_base(config), loan, Policy(counter_offer=not args.no_counter_offer),
-                     Applicant(zone_eligible=not args.zone_ineligible, credit_score=args.credit_score),
-                     exact=args.exact, compare=args.compare)
+    result = analyze(
+        build_base(config),
+        loan,
+        Policy(counter_offer=not args.no_counter_offer),
+        Applicant(zone_eligible=not args.zone_ineligible, credit_score=args.credit_score),
+        exact=args.exact,
+        compare=args.compare,
+    )
     if args.json:
         print(json.dumps(_document(result), indent=2, allow_nan=False, default=float))
     else:
@@ -75,24 +92,36 @@ def main(argv: list[str]) -> int:
 
 
 def _finite(value: float) -> float | None:
-    return value if value == value and abs(value) != float("inf") else None
+    return value if math.isfinite(value) else None
 
 
 def _document(result: ImpactResult) -> dict:
     rec = result.recommendation
     return {
-        "loan_id": result.loan.loan_id, "method": result.method, "paths": result.paths, "seed": result.seed,
+        "loan_id": result.loan.loan_id,
+        "method": result.method,
+        "paths": result.paths,
+        "seed": result.seed,
         "fast_path_exact": result.fast_path_exact,
         "portfolio_metrics_before": {k: _finite(v) for k, v in result.before.items()},
         "portfolio_metrics_after": {k: _finite(v) for k, v in result.after.items()},
-        "deltas": {k: {f: _finite(v) for f, v in dataclasses.asdict(d).items()} for k, d in result.deltas.items()},
+        "deltas": {
+            k: {f: _finite(v) for f, v in dataclasses.asdict(d).items()} for k, d in result.deltas.items()
+        },
         "risk_impact": {k: _finite(float(v)) for k, v in result.risk.items()},
-        "recommendation": {"decision": rec.decision, "approve": rec.decision != "REJECT",
-                           "recommended_loan_amount": rec.amount, "recommended_ltv": rec.ltv,
-                           "confidence_score": rec.confidence,
-                           "reasons": [{**dataclasses.asdict(r), "observed": _finite(r.observed),
-                                        "limit": _finite(r.limit)} for r in rec.rules]},
-        "gap": result.gap, "elapsed_seconds": result.elapsed_seconds,
+        "recommendation": {
+            "decision": rec.decision,
+            "approve": rec.decision != "REJECT",
+            "recommended_loan_amount": rec.amount,
+            "recommended_ltv": rec.ltv,
+            "confidence_score": rec.confidence,
+            "reasons": [
+                {**dataclasses.asdict(r), "observed": _finite(r.observed), "limit": _finite(r.limit)}
+                for r in rec.rules
+            ],
+        },
+        "gap": result.gap,
+        "elapsed_seconds": result.elapsed_seconds,
     }
 
 
@@ -101,8 +130,13 @@ def _print(console: Console, result: ImpactResult) -> None:
     for column in ("metric", "before", "after", "delta", "95 % CI"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for name, d in result.deltas.items():
-        table.add_row(name, f"{d.before:.6g}", f"{d.after:.6g}", f"{d.delta:+.4g}",
-                      f"[{d.ci95_lower:+.4g}, {d.ci95_upper:+.4g}]")
+        table.add_row(
+            name,
+            f"{d.before:.6g}",
+            f"{d.after:.6g}",
+            f"{d.delta:+.4g}",
+            f"[{d.ci95_lower:+.4g}, {d.ci95_upper:+.4g}]",
+        )
     console.print(table)
     risk = Table(title="Risk impact")
     risk.add_column("measure")
@@ -111,18 +145,28 @@ def _print(console: Console, result: ImpactResult) -> None:
         risk.add_row(name, f"{float(value):.6g}")
     console.print(risk)
     rec = result.recommendation
-    console.print(f"[bold]{rec.decision}[/bold]  amount {rec.amount:,.0f}  LTV {rec.ltv:.3f}  "
-                  f"confidence {rec.confidence:.2f}")
+    console.print(
+        f"[bold]{rec.decision}[/bold]  amount {rec.amount:,.0f}  LTV {rec.ltv:.3f}  "
+        f"confidence {rec.confidence:.2f}"
+    )
     rules = Table(title="Rules")
     for column in ("rule", "severity", "binding", "observed", "limit", "zone/region"):
         rules.add_column(column)
     for r in rec.rules:
-        rules.add_row(r.rule, r.severity, "yes" if r.binding else "", f"{r.observed:.6g}", f"{r.limit:.6g}",
-                      r.zone or r.region)
+        rules.add_row(
+            r.rule,
+            r.severity,
+            "yes" if r.binding else "",
+            f"{r.observed:.6g}",
+            f"{r.limit:.6g}",
+            r.zone or r.region,
+        )
     console.print(rules)
     if not result.fast_path_exact:
-        console.print("note: the fund recycles proceeds and re-balances recycled loans around the new loan, so the "
-                      "fast path approximates the exact path (use --compare to see the gap)")
+        console.print(
+            "note: the fund recycles proceeds and re-balances recycled loans around the new loan, so the "
+            "fast path approximates the exact path (use --compare to see the gap)"
+        )
 
 
 if __name__ == "__main__":

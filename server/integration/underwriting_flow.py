@@ -46,8 +46,16 @@ def request_id_for(loan_id: str) -> str:
 
 
 class UnderwritingFlow:
-    def __init__(self, bus: EventBus, store: Store, reads: IntegrationReads, analyzer: ImpactAnalyzer, *,
-                 portfolio_id: str, paths: int):
+    def __init__(
+        self,
+        bus: EventBus,
+        store: Store,
+        reads: IntegrationReads,
+        analyzer: ImpactAnalyzer,
+        *,
+        portfolio_id: str,
+        paths: int,
+    ):
         self._bus = bus
         self._store = store
         self._reads = reads
@@ -56,8 +64,9 @@ class UnderwritingFlow:
         self._paths = paths
 
     async def run(self) -> None:
-        subscriber = self._bus.attach(EventFilter.of([event_pb2.EVENT_TYPE_LOAN_APPLICATION_SUBMITTED]),
-                                      catching_up=False)
+        subscriber = self._bus.attach(
+            EventFilter.of([event_pb2.EVENT_TYPE_LOAN_APPLICATION_SUBMITTED]), catching_up=False
+        )
         try:
             cursor = await self._stored_cursor()
             if cursor is None:
@@ -87,22 +96,38 @@ class UnderwritingFlow:
             try:
                 parameters = await self._reads.loan_parameters(loan_id, require_fresh=True)
                 request = service_pb2.AnalyzeLoanImpactRequest(
-                    loan_application=parameters.loan_application, portfolio_id=self._portfolio_id,
-                    paths=self._paths, publish_to_underwriting=True, request_id=request_id_for(loan_id))
+                    loan_application=parameters.loan_application,
+                    portfolio_id=self._portfolio_id,
+                    paths=self._paths,
+                    publish_to_underwriting=True,
+                    request_id=request_id_for(loan_id),
+                )
                 done = await self._analyzer.analyze(request, owner=FLOW_OWNER, budget_s=ANALYSIS_BUDGET_S)
-                log.info("loan application analysed", extra={
-                    "loan_id": loan_id, "analysis_id": done.record.analysis_id, "new": done.created})
+                log.info(
+                    "loan application analysed",
+                    extra={"loan_id": loan_id, "analysis_id": done.record.analysis_id, "new": done.created},
+                )
                 return
             except RETRIED as error:
                 delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
-                log.warning("loan application %s not analysed yet (%s); retrying in %.1f s", loan_id,
-                            type(error).__name__, delay, extra={"loan_id": loan_id})
+                log.warning(
+                    "loan application %s not analysed yet (%s); retrying in %.1f s",
+                    loan_id,
+                    type(error).__name__,
+                    delay,
+                    extra={"loan_id": loan_id},
+                )
                 attempt += 1
                 await asyncio.sleep(delay)
             except errors.ServiceError as error:
                 fields = "; ".join(f"{f}: {m}" for f, m in getattr(error, "field_violations", []))
-                log.warning("loan application %s cannot be analysed: %s %s", loan_id, error.message, fields,
-                            extra={"loan_id": loan_id, "reason": error.reason})
+                log.warning(
+                    "loan application %s cannot be analysed: %s %s",
+                    loan_id,
+                    error.message,
+                    fields,
+                    extra={"loan_id": loan_id, "reason": error.reason},
+                )
                 return
 
     async def _stored_cursor(self) -> int | None:
@@ -115,8 +140,11 @@ class UnderwritingFlow:
     async def _save_cursor(self, cursor: int) -> None:
         def work(connection: sqlite3.Connection) -> None:
             with transaction(connection):
-                connection.execute("INSERT INTO impact_flow_cursor (id, cursor) VALUES (1, ?) "
-                                   "ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor", (cursor,))
+                connection.execute(
+                    "INSERT INTO impact_flow_cursor (id, cursor) VALUES (1, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor",
+                    (cursor,),
+                )
 
         await self._store.call(work)
 

@@ -1,9 +1,9 @@
 """The worker side of an impact analysis, run by the ``JobRunner`` in a spawned worker process.
 
-Each worker keeps the base of its latest fund (``simulation.impact.Base``: market paths and per-path flows of the
-fund without the loan), keyed by the effective engine config, which holds the book snapshot, the config and the
-seed. The next application against the same fund on that worker takes the fast path at once. One base is kept
-per worker: it is the largest thing a worker holds (about the memory of the whole run in flight).
+Each worker keeps the base of its latest fund (``simulation.impact.Base``: market paths and per-path flows of
+the fund without the loan), keyed by the effective engine config, which holds the book snapshot, the config
+and the seed. The next application against the same fund on that worker takes the fast path at once. One base
+is kept per worker: it is the largest thing a worker holds (about the memory of the whole run in flight).
 """
 
 from __future__ import annotations
@@ -54,9 +54,19 @@ def run_impact(job: ImpactJob, reporter: JobReporter) -> bytes:
     reporter.progress(1, 2)
     r = job.request
     try:
-        result = analyze(base, r.loan, r.policy, r.applicant, exact=r.exact, compare=r.compare,
-                         executor=chunk_threads(), cancelled=reporter.cancelled)
+        result = analyze(
+            base,
+            r.loan,
+            r.policy,
+            r.applicant,
+            exact=r.exact,
+            compare=r.compare,
+            executor=chunk_threads(),
+            cancelled=reporter.cancelled,
+        )
     except engine.Cancelled as stop:
         raise JobCancelled(str(stop)) from None
     reporter.progress(2, 2)
-    return analysis_to_proto(result, analysis_id=job.analysis_id, portfolio_id=job.portfolio_id).SerializeToString()
+    return analysis_to_proto(
+        result, analysis_id=job.analysis_id, portfolio_id=job.portfolio_id
+    ).SerializeToString()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..book import LoanBook
-from ..config import SimulationConfig, ZONES
+from ..config import ZONES, SimulationConfig
 
 
 @dataclass(frozen=True)

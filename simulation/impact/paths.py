@@ -1,14 +1,15 @@
 """Per-path results of the fund with and without the candidate loan: the exact and the fast path.
 
-Exact path: the whole pipeline re-run on the book with the loan appended (``candidate.with_candidate``), on any
-chunk executor. Fast path: a cached ``Base`` keeps, chunk by chunk, the market paths, every base loan's outcome,
-the base loan flows and exposure, and the new slot's own random numbers; a candidate then costs only its own
-lifecycle on the cached market, its flows added to the base flows, and the ledger, waterfall and metrics again.
+Exact path: the whole pipeline re-run on the book with the loan appended (``candidate.with_candidate``), on
+any chunk executor. Fast path: a cached ``Base`` keeps, chunk by chunk, the market paths, every base loan's
+outcome, the base loan flows and exposure, and the new slot's own random numbers; a candidate then costs only
+its own lifecycle on the cached market, its flows added to the base flows, and the ledger, waterfall and
+metrics again.
 
-The loan's first lifecycle uses the very numbers the exact path gives its slot, so without recycling the two
-paths agree to rounding. With recycling they differ in two ways, both reported (``Base.recycling``): the exact
-path re-balances the base's recycled loans around the new loan (zone choice depends on the book), and the
-loan's own recycled follow-on loans draw from their slot's sparse stream in a different order.
+The loan and its recycled follow-on loans use the very numbers the exact path gives its slot, so the two paths
+agree to rounding unless recycled loans re-balance (``fund.rebalancing_strength > 0``): then the exact path
+re-chooses the zones of the base's own recycled loans around the new loan's exposure, which the fast path
+leaves as they were (``Base.rebalances``).
 """
 
 from __future__ import annotations
@@ -18,19 +19,25 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from .. import engine, ledger, lifecycle, pathmetrics
-from ..book import LoanBook
-from ..config import SimulationConfig, ZONES
+from ..book import LoanBook, truncated_normal_ppf
+from ..config import ZONES, SimulationConfig
 from ..executors import CancelCheck, ChunkExecutor, RunTask, check, executor_for
-from ..book import truncated_normal_ppf
 from ..streams import BLOCK_PATHS, Purpose, block_ranges, draw_loans, generator
 from .candidate import CandidateLoan, with_candidate
 
-LOAN_DRAWS = ((Purpose.EXIT, lifecycle.EXPONENTIAL), (Purpose.DEFAULT, lifecycle.EXPONENTIAL),
-              (Purpose.PROPERTY, lifecycle.NORMAL))
+LOAN_DRAWS = (
+    (Purpose.EXIT, lifecycle.EXPONENTIAL),
+    (Purpose.DEFAULT, lifecycle.EXPONENTIAL),
+    (Purpose.PROPERTY, lifecycle.NORMAL),
+)
 
 
-def simulate(config: SimulationConfig, book: LoanBook, executor: ChunkExecutor | None = None,
-             cancelled: CancelCheck | None = None) -> pathmetrics.PathResults:
+def simulate(
+    config: SimulationConfig,
+    book: LoanBook,
+    executor: ChunkExecutor | None = None,
+    cancelled: CancelCheck | None = None,
+) -> pathmetrics.PathResults:
     """Per-path results of ``book`` under ``config`` (the exact path): what ``engine.run`` aggregates."""
     executor = executor if executor is not None else executor_for(config)
     plan = engine.chunks(config, executor.parallelism)
@@ -71,15 +78,17 @@ class Base:
         return len(self.results.scalars["lp_net_irr"])
 
     @property
-    def recycling(self) -> bool:
-        """True when a loan's proceeds can be recycled, which makes the fund non-linear in its loans."""
+    def rebalances(self) -> bool:
+        """True when recycled loans choose their zones around the book, so a new loan changes the base's own
+        recycled loans: the fund is then non-linear in its loans and the fast path only approximate."""
         fund = self.config.fund
-        return fund.reinvestment_period_years > 0 and (fund.recycle_principal_fraction > 0
-                                                       or fund.recycle_gain_fraction > 0)
+        recycles = fund.recycle_principal_fraction > 0 or fund.recycle_gain_fraction > 0
+        return fund.reinvestment_period_years > 0 and recycles and fund.rebalancing_strength > 0
 
 
-def build_base(config: SimulationConfig, book: LoanBook | None = None,
-               cancelled: CancelCheck | None = None) -> Base:
+def build_base(
+    config: SimulationConfig, book: LoanBook | None = None, cancelled: CancelCheck | None = None
+) -> Base:
     """Simulate the base in this process, chunk by chunk, keeping what the fast path needs."""
     book = book if book is not None else engine.book_for(config)
     params = lifecycle.params_for(config)
@@ -89,11 +98,27 @@ def build_base(config: SimulationConfig, book: LoanBook | None = None,
         mkt, outcomes = lifecycle.run_lifecycles(params, book, first, n)
         flows = ledger.loan_flows(params, mkt, outcomes, n, ledger.mark_months_for(params))
         cost = ledger.costs(params, flows)
-        parts.append(pathmetrics.compute(params, outcomes, flows, cost, ledger.run_ledger(params, flows, cost)))
-        draws = {purpose: draw_loans(config.monte_carlo.seed, purpose, (0,), first, n, len(book) + 1, sampler)[-1]
-                 for purpose, sampler in LOAN_DRAWS}
+        parts.append(
+            pathmetrics.compute(params, outcomes, flows, cost, ledger.run_ledger(params, flows, cost))
+        )
+        draws = {
+            purpose: draw_loans(config.monte_carlo.seed, purpose, (0,), first, n, len(book) + 1, sampler)[-1]
+            for purpose, sampler in LOAN_DRAWS
+        }
         counts = tuple(_block_counts(first, n, out.loans.path) for out in outcomes)
-        chunks.append(BaseChunk(config.monte_carlo.seed, first, n, mkt, outcomes, flows, _exposure(params, outcomes, n), draws, counts))
+        chunks.append(
+            BaseChunk(
+                config.monte_carlo.seed,
+                first,
+                n,
+                mkt,
+                outcomes,
+                flows,
+                _exposure(params, outcomes, n),
+                draws,
+                counts,
+            )
+        )
     return Base(config, book, pathmetrics.PathResults.concatenate(parts), tuple(chunks))
 
 
@@ -136,8 +161,9 @@ class LoanPaths:
         """Per-path annual IRR of the single outlay and single receipt; NaN when both fall in one month."""
         years = (self.cash_month - self.origination_month) / lifecycle.MONTHS_PER_YEAR
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(years > 0, (self.cash / self.amount) ** (1.0 / np.where(years > 0, years, 1.0)) - 1.0,
-                            np.nan)
+            return np.where(
+                years > 0, (self.cash / self.amount) ** (1.0 / np.where(years > 0, years, 1.0)) - 1.0, np.nan
+            )
 
 
 def fast_path(base: Base, loan: CandidateLoan) -> tuple[pathmetrics.PathResults, LoanPaths]:
@@ -150,8 +176,12 @@ def fast_path(base: Base, loan: CandidateLoan) -> tuple[pathmetrics.PathResults,
     for chunk in base.chunks:
         n = chunk.n_paths
         first_loans = lifecycle.initial_loans(slot_book, n)
-        first_loans = lifecycle.Loans(**{**{f.name: getattr(first_loans, f.name) for f in fields(first_loans)},
-                                         "slot": np.full(n, slots - 1)})
+        first_loans = lifecycle.Loans(
+            **{
+                **{f.name: getattr(first_loans, f.name) for f in fields(first_loans)},
+                "slot": np.full(n, slots - 1),
+            }
+        )
         chain = [_resolve_new_slot(params, chunk, first_loans, 0)]
         exposure = _with_own_exposure(chunk.exposure, chain[-1])
         while (follow_on := _follow_on(params, chunk, chain[-1], exposure)) is not None:
@@ -160,8 +190,11 @@ def fast_path(base: Base, loan: CandidateLoan) -> tuple[pathmetrics.PathResults,
         own = ledger.loan_flows(params, chunk.market, chain, n, chunk.flows.mark_months)
         flows = _added(chunk.flows, own)
         cost = ledger.costs(params, flows)
-        parts.append(pathmetrics.compute(params, chunk.outcomes + chain, flows, cost,
-                                         ledger.run_ledger(params, flows, cost)))
+        parts.append(
+            pathmetrics.compute(
+                params, chunk.outcomes + chain, flows, cost, ledger.run_ledger(params, flows, cost)
+            )
+        )
         firsts.append(chain[0])
     return pathmetrics.PathResults.concatenate(parts), _loan_paths(loan, firsts)
 
@@ -170,8 +203,9 @@ def _empty_book(book: LoanBook) -> LoanBook:
     return LoanBook(ids=(), **{f.name: getattr(book, f.name)[:0] for f in fields(book) if f.name != "ids"})
 
 
-def _new_slot_numbers(chunk: BaseChunk, purpose: Purpose, keys: tuple[int, ...], path: np.ndarray,
-                      sampler: lifecycle.Sampler) -> np.ndarray:
+def _new_slot_numbers(
+    chunk: BaseChunk, purpose: Purpose, keys: tuple[int, ...], path: np.ndarray, sampler: lifecycle.Sampler
+) -> np.ndarray:
     """One number per new-slot loan (at most one per path) of a recycled generation ``keys[0]``: in each path
     block, the numbers after those the block's base loans take, as the exact path hands them out (the new
     slot comes last in every block)."""
@@ -183,20 +217,22 @@ def _new_slot_numbers(chunk: BaseChunk, purpose: Purpose, keys: tuple[int, ...],
     for i, (block, _) in enumerate(block_ranges(chunk.first_path, chunk.n_paths)):
         if counts[i]:
             drawn = sampler(generator(chunk.seed, purpose, *keys, block), (int(before[i] + counts[i]),))
-            values[order[start:start + counts[i]]] = drawn[before[i]:]
+            values[order[start : start + counts[i]]] = drawn[before[i] :]
         start += counts[i]
     return values
 
 
-def _follow_on(params: lifecycle.ModelParams, chunk: BaseChunk, last: lifecycle.Outcomes,
-               exposure: np.ndarray) -> lifecycle.Loans | None:
+def _follow_on(
+    params: lifecycle.ModelParams, chunk: BaseChunk, last: lifecycle.Outcomes, exposure: np.ndarray
+) -> lifecycle.Loans | None:
     """``lifecycle.reinvestments`` for the new slot alone, with the numbers the exact path gives it."""
     cfg, fund = params.config, params.config.fund
     window_end = fund.reinvestment_period_years * lifecycle.MONTHS_PER_YEAR
     latest_start = params.months - fund.min_remaining_term_to_reinvest_years * lifecycle.MONTHS_PER_YEAR
     c, principal = last.cash_month, last.loans.amount
-    amount = (fund.recycle_principal_fraction * np.minimum(last.cash, principal)
-              + fund.recycle_gain_fraction * np.maximum(0.0, last.cash - principal))
+    amount = fund.recycle_principal_fraction * np.minimum(
+        last.cash, principal
+    ) + fund.recycle_gain_fraction * np.maximum(0.0, last.cash - principal)
     eligible = (c <= window_end) & (c <= latest_start) & (c < params.months) & (amount > 0.0)
     if not eligible.any():
         return None
@@ -204,7 +240,9 @@ def _follow_on(params: lifecycle.ModelParams, chunk: BaseChunk, last: lifecycle.
     parent = last.loans.take(idx)
 
     def uniforms(kind: int) -> np.ndarray:
-        return _new_slot_numbers(chunk, Purpose.REINVEST, (last.generation + 1, kind), parent.path, lifecycle.UNIFORM)
+        return _new_slot_numbers(
+            chunk, Purpose.REINVEST, (last.generation + 1, kind), parent.path, lifecycle.UNIFORM
+        )
 
     zone = lifecycle._rebalanced_zones(params, exposure[parent.path, c[idx]], uniforms(0))
     region_weights = np.array([r.weight for r in cfg.book.regions])
@@ -213,37 +251,79 @@ def _follow_on(params: lifecycle.ModelParams, chunk: BaseChunk, last: lifecycle.
     ltv = truncated_normal_ppf(uniforms(2), gen.ltv_mean, gen.ltv_sd, gen.min_ltv, gen.max_ltv)
     new_amount = amount[idx]
     return lifecycle.Loans(
-        slot=parent.slot, path=parent.path, zone=zone, region=np.minimum(region, len(region_weights) - 1),
-        origination=c[idx], amount=new_amount, value0=new_amount / ltv,
-        rate=np.full(len(idx), cfg.loans.interest_rate), share=np.full(len(idx), np.nan),
-        planned_exit=np.full(len(idx), -1, dtype=np.int64))
+        slot=parent.slot,
+        path=parent.path,
+        zone=zone,
+        region=np.minimum(region, len(region_weights) - 1),
+        origination=c[idx],
+        amount=new_amount,
+        value0=new_amount / ltv,
+        rate=np.full(len(idx), cfg.loans.interest_rate),
+        share=np.full(len(idx), np.nan),
+        planned_exit=np.full(len(idx), -1, dtype=np.int64),
+    )
 
 
-def _resolve_new_slot(params: lifecycle.ModelParams, chunk: BaseChunk, loans_: lifecycle.Loans,
-                      generation: int) -> lifecycle.Outcomes:
+def _resolve_new_slot(
+    params: lifecycle.ModelParams, chunk: BaseChunk, loans_: lifecycle.Loans, generation: int
+) -> lifecycle.Outcomes:
     """``lifecycle.resolve`` for the new slot's loans of one generation, with the exact path's numbers."""
     cfg, mkt = params.config, chunk.market
     if generation == 0:
         draws = chunk.new_slot_draws
     else:
-        draws = {purpose: _new_slot_numbers(chunk, purpose, (generation,), loans_.path, sampler)
-                 for purpose, sampler in LOAN_DRAWS}
+        draws = {
+            purpose: _new_slot_numbers(chunk, purpose, (generation,), loans_.path, sampler)
+            for purpose, sampler in LOAN_DRAWS
+        }
     fixed_hold = params.fixed_hold_months
     exit_draw = draws[Purpose.EXIT] if fixed_hold is None else np.zeros(len(loans_.path))
     event, cash_month, cash, defaulted, forced = lifecycle._resolve_loans(
-        mkt.series_log, mkt.index, mkt.cum_exit, mkt.cum_default, loans_.path,
-        params.series(loans_.zone, loans_.region), loans_.zone, loans_.origination, loans_.amount, loans_.value0,
-        loans_.rate, loans_.share, loans_.planned_exit, exit_draw, draws[Purpose.DEFAULT], draws[Purpose.PROPERTY],
-        -1 if fixed_hold is None else fixed_hold, params.min_hold_months, cfg.market.exit_appreciation_sensitivity,
-        params.exit_hazard, params.default_hazard, params.property_vol, cfg.loans.term_months, params.months,
-        cfg.fund.fund_end_haircut, cfg.market.foreclosure_cost, cfg.market.foreclosure_months,
-        params.recovery_haircut, *params.economics)
-    return lifecycle.Outcomes(loans=loans_, generation=generation, event_month=event, cash_month=cash_month,
-                              cash=cash, defaulted=defaulted, forced=forced)
+        mkt.series_log,
+        mkt.index,
+        mkt.cum_exit,
+        mkt.cum_default,
+        loans_.path,
+        params.series(loans_.zone, loans_.region),
+        loans_.zone,
+        loans_.origination,
+        loans_.amount,
+        loans_.value0,
+        loans_.rate,
+        loans_.share,
+        loans_.planned_exit,
+        exit_draw,
+        draws[Purpose.DEFAULT],
+        draws[Purpose.PROPERTY],
+        -1 if fixed_hold is None else fixed_hold,
+        params.min_hold_months,
+        cfg.market.exit_appreciation_sensitivity,
+        params.exit_hazard,
+        params.default_hazard,
+        params.property_vol,
+        cfg.loans.term_months,
+        params.months,
+        cfg.fund.fund_end_haircut,
+        cfg.market.foreclosure_cost,
+        cfg.market.foreclosure_months,
+        params.recovery_haircut,
+        *params.economics,
+    )
+    return lifecycle.Outcomes(
+        loans=loans_,
+        generation=generation,
+        event_month=event,
+        cash_month=cash_month,
+        cash=cash,
+        defaulted=defaulted,
+        forced=forced,
+    )
 
 
 def _added(base: ledger.LoanFlows, own: ledger.LoanFlows) -> ledger.LoanFlows:
-    summed = {f.name: getattr(base, f.name) + getattr(own, f.name) for f in fields(base) if f.name != "mark_months"}
+    summed = {
+        f.name: getattr(base, f.name) + getattr(own, f.name) for f in fields(base) if f.name != "mark_months"
+    }
     return ledger.LoanFlows(mark_months=base.mark_months, **summed)
 
 
@@ -255,11 +335,21 @@ def _loan_paths(loan: CandidateLoan, firsts: list[lifecycle.Outcomes]) -> LoanPa
     life = (event - loan.origination_month) / lifecycle.MONTHS_PER_YEAR
     exposure_at_default = loan.amount * (1.0 + rate * life)
     loss = np.where(defaulted, np.maximum(0.0, exposure_at_default - cash), 0.0)
-    return LoanPaths(amount=loan.amount, origination_month=loan.origination_month, defaulted=defaulted, cash=cash,
-                     cash_month=np.concatenate([o.cash_month for o in firsts]), loss=loss)
+    return LoanPaths(
+        amount=loan.amount,
+        origination_month=loan.origination_month,
+        defaulted=defaulted,
+        cash=cash,
+        cash_month=np.concatenate([o.cash_month for o in firsts]),
+        loss=loss,
+    )
 
 
-def exact_path(base: Base, loan: CandidateLoan, executor: ChunkExecutor | None = None,
-               cancelled: CancelCheck | None = None) -> pathmetrics.PathResults:
+def exact_path(
+    base: Base,
+    loan: CandidateLoan,
+    executor: ChunkExecutor | None = None,
+    cancelled: CancelCheck | None = None,
+) -> pathmetrics.PathResults:
     """Per-path results of the full re-simulation with ``loan`` appended to the base book."""
     return simulate(base.config, with_candidate(base.config, base.book, loan), executor, cancelled)

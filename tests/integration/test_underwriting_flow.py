@@ -57,17 +57,32 @@ async def test_an_application_is_posted_once_through_an_outage_and_a_restart(
     await eventually(lambda: len(sandbox.received("underwriting")) == 1, timeout=30)
     (post,) = sandbox.received("underwriting")
     assert post.path == f"/api/underwriting/loans/{loan_id}/portfolio-impact"
-    assert post.body["analysis_id"] == event.analysis_id and post.idempotency_key == f"portfolio_impact:{event.analysis_id}"
+    assert (
+        post.body["analysis_id"] == event.analysis_id
+        and post.idempotency_key == f"portfolio_impact:{event.analysis_id}"
+    )
     impact = post.body["impact"]
-    assert GUIDE_METRICS <= set(impact["portfolio_metrics_before"]) and GUIDE_METRICS <= set(impact["portfolio_metrics_after"])
-    assert set(impact["risk_impact"]) == {"var_change", "concentration_risk_change", "diversification_benefit"}
-    assert set(impact["recommendation"]) == {"approve", "recommended_loan_amount", "recommended_ltv", "confidence_score"}
+    assert GUIDE_METRICS <= set(impact["portfolio_metrics_before"]) and GUIDE_METRICS <= set(
+        impact["portfolio_metrics_after"]
+    )
+    assert set(impact["risk_impact"]) == {
+        "var_change",
+        "concentration_risk_change",
+        "diversification_benefit",
+    }
+    assert set(impact["recommendation"]) == {
+        "approve",
+        "recommended_loan_amount",
+        "recommended_ltv",
+        "confidence_score",
+    }
     assert 0.0 <= impact["recommendation"]["confidence_score"] <= 1.0
 
     # the same application again (as if Underwriting sent it twice): no second analysis, POST or event
     stored = await second.runtime.bus.last_issued_cursor()
-    second.runtime.bus.publish(event_pb2.Event(
-        loan_application_submitted=event_pb2.LoanApplicationSubmitted(loan_id=loan_id)))
+    second.runtime.bus.publish(
+        event_pb2.Event(loan_application_submitted=event_pb2.LoanApplicationSubmitted(loan_id=loan_id))
+    )
     await eventually(lambda: _flow_passed(second, stored), timeout=30)
     assert len(sandbox.received("underwriting")) == 1
     assert [e.analysis_id for e in await impact_events(second)] == [event.analysis_id]
@@ -82,6 +97,7 @@ async def _pending_after_503(service: Service) -> bool:
 
 async def _flow_passed(service: Service, cursor: int) -> bool:
     """The flow's stored cursor has moved past ``cursor`` (it handled the events up to there)."""
+
     def work(connection):
         row = connection.execute("SELECT cursor FROM impact_flow_cursor WHERE id = 1").fetchone()
         return row is not None and row[0] > cursor

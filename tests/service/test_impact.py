@@ -24,13 +24,22 @@ PATHS = 200
 
 
 def application(**fields) -> loan_pb2.LoanApplication:
-    values = {"loan_id": "loan_77", "property_value": 500_000, "requested_loan_amount": 200_000,
-              "property_zone": zone_pb2.ZONE_GREEN, "property_region": "sydney_north"} | fields
+    values = {
+        "loan_id": "loan_77",
+        "property_value": 500_000,
+        "requested_loan_amount": 200_000,
+        "property_zone": zone_pb2.ZONE_GREEN,
+        "property_region": "sydney_north",
+    } | fields
     return loan_pb2.LoanApplication(**values)
 
 
 def request(**fields) -> service_pb2.AnalyzeLoanImpactRequest:
-    values = {"loan_application": application(), "base_config": small_config(paths=PATHS), "paths": PATHS} | fields
+    values = {
+        "loan_application": application(),
+        "base_config": small_config(paths=PATHS),
+        "paths": PATHS,
+    } | fields
     return service_pb2.AnalyzeLoanImpactRequest(**values)
 
 
@@ -41,9 +50,12 @@ def impact(service: Service) -> ImpactAnalysisServiceStub:
 async def events_of(service: Service, subject_token) -> list[event_pb2.ImpactAnalysisCompleted]:
     """Every ImpactAnalysisCompleted stored so far (replayed from the start of the log)."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{service.app.port}") as channel:
-        call = EventServiceStub(channel).SubscribeEvents(event_service_pb2.SubscribeEventsRequest(
-            event_types=[event_pb2.EVENT_TYPE_IMPACT_ANALYSIS_COMPLETED], start_after_cursor="0"),
-            metadata=subject_token)
+        call = EventServiceStub(channel).SubscribeEvents(
+            event_service_pb2.SubscribeEventsRequest(
+                event_types=[event_pb2.EVENT_TYPE_IMPACT_ANALYSIS_COMPLETED], start_after_cursor="0"
+            ),
+            metadata=subject_token,
+        )
         found = []
         try:
             while True:
@@ -65,8 +77,11 @@ async def test_analysis_matches_a_plain_run_and_is_stored_once(service: Service)
     assert analysis.analysis_id.startswith("analysis_") and analysis.loan_id == "loan_77"
     assert analysis.paths == PATHS and analysis.method == pb.IMPACT_METHOD_FAST
 
-    run = await service.stub.RunSimulation(simulation_service_pb2.RunSimulationRequest(
-        config=small_config(paths=PATHS)), metadata=service.auth(), timeout=60)
+    run = await service.stub.RunSimulation(
+        simulation_service_pb2.RunSimulationRequest(config=small_config(paths=PATHS)),
+        metadata=service.auth(),
+        timeout=60,
+    )
     metrics, risk = run.simulation.result.metrics, run.simulation.result.risk
     assert analysis.portfolio_metrics_before.irr == metrics.lp_net_irr.mean
     assert analysis.portfolio_metrics_before.equity_multiple == metrics.lp_moic.mean
@@ -83,8 +98,9 @@ async def test_analysis_matches_a_plain_run_and_is_stored_once(service: Service)
     assert [e.analysis_id for e in events] == [analysis.analysis_id]
     assert events[0].lp_net_irr_delta == delta.delta
 
-    reused = await refusal(stub.AnalyzeLoanImpact(request(request_id=request_id, paths=300),
-                                                  metadata=service.auth(), timeout=60))
+    reused = await refusal(
+        stub.AnalyzeLoanImpact(request(request_id=request_id, paths=300), metadata=service.auth(), timeout=60)
+    )
     assert (reused.code, reused.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
 
     other_caller = bearer(issue_dev_token(service.data_dir, SCOPES, subject="someone-else"))
@@ -94,13 +110,22 @@ async def test_analysis_matches_a_plain_run_and_is_stored_once(service: Service)
 
 async def test_every_bad_field_is_named(service: Service) -> None:
     stub = impact(service)
-    bad = request(paths=50, loan_application=application(property_value=0),
-                  policy=pb.ImpactPolicy(max_ltv=2.0, zone_caps=pb.ZoneCaps(red=1.5)), request_id="not-a-uuid")
+    bad = request(
+        paths=50,
+        loan_application=application(property_value=0),
+        policy=pb.ImpactPolicy(max_ltv=2.0, zone_caps=pb.ZoneCaps(red=1.5)),
+        request_id="not-a-uuid",
+    )
     details = await refusal(stub.AnalyzeLoanImpact(bad, metadata=service.auth(), timeout=30))
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     fields = {v.field for v in details.bad_request.field_violations}
-    assert fields == {"paths", "request_id", "loan_application.property_value", "policy.max_ltv",
-                      "policy.zone_caps.red"}
+    assert fields == {
+        "paths",
+        "request_id",
+        "loan_application.property_value",
+        "policy.max_ltv",
+        "policy.zone_caps.red",
+    }
 
     for region in ("", "atlantis"):  # required (at the edge); then a region of the fund's book
         unknown_region = request(loan_application=application(property_region=region))
@@ -119,8 +144,12 @@ async def test_live_book_and_the_push_to_underwriting(settings, tmp_path) -> Non
     async with running(settings) as service:
         stub = impact(service)
         sent = service_pb2.AnalyzeLoanImpactRequest(
-            loan_application=application(property_region="unassigned"), portfolio_id="portfolio_9", paths=PATHS,
-            publish_to_underwriting=True, method=pb.IMPACT_METHOD_EXACT)
+            loan_application=application(property_region="unassigned"),
+            portfolio_id="portfolio_9",
+            paths=PATHS,
+            publish_to_underwriting=True,
+            method=pb.IMPACT_METHOD_EXACT,
+        )
         reply = await stub.AnalyzeLoanImpact(sent, metadata=service.auth(), timeout=60)
         analysis = reply.analysis
         assert analysis.portfolio_id == "portfolio_9" and analysis.method == pb.IMPACT_METHOD_EXACT
@@ -130,5 +159,7 @@ async def test_live_book_and_the_push_to_underwriting(settings, tmp_path) -> Non
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.app.port}") as channel:
             pushes = await IntegrationServiceStub(channel).ListPushes(
                 integration_service_pb2.ListPushesRequest(parent="integrations/underwriting"),
-                metadata=service.auth(), timeout=10)
+                metadata=service.auth(),
+                timeout=10,
+            )
         assert [p.key for p in pushes.pushes] == [analysis.analysis_id]

@@ -13,19 +13,40 @@ PER_PATH = ("lp_net_irr", "fund_irr", "lp_moic", "lp_roi", "gp_carry")
 REGIONS = [{"name": "north"}, {"name": "south"}]
 BOOK = [
     {"id": "g1", "amount": 1_000_000, "property_value": 2_000_000, "zone": "green", "region": "north"},
-    {"id": "o1", "amount": 1_000_000, "property_value": 2_500_000, "zone": "orange", "region": "south",
-     "origination_month": 6},
-    {"id": "r1", "amount": 1_000_000, "property_value": 2_000_000, "zone": "red", "region": "south",
-     "origination_month": 12},
+    {
+        "id": "o1",
+        "amount": 1_000_000,
+        "property_value": 2_500_000,
+        "zone": "orange",
+        "region": "south",
+        "origination_month": 6,
+    },
+    {
+        "id": "r1",
+        "amount": 1_000_000,
+        "property_value": 2_000_000,
+        "zone": "red",
+        "region": "south",
+        "origination_month": 12,
+    },
 ]
-NEW = {"id": "new", "amount": 1_000_000, "property_value": 2_000_000, "zone": "green", "region": "north",
-       "origination_month": 3}
+NEW = {
+    "id": "new",
+    "amount": 1_000_000,
+    "property_value": 2_000_000,
+    "zone": "green",
+    "region": "north",
+    "origination_month": 3,
+}
 CANDIDATE = CandidateLoan("new", 1_000_000, 2_000_000, zone=0, region=0, origination_month=3)
 
 
 def deterministic(loans: list[dict]) -> dict:
-    return {"fund": {"size": 10_000_000, "deployment_target_fraction": 0.4}, "monte_carlo": {"deterministic": True},
-            "book": {"generate": False, "regions": REGIONS, "loans": loans}}
+    return {
+        "fund": {"size": 10_000_000, "deployment_target_fraction": 0.4},
+        "monte_carlo": {"deterministic": True},
+        "book": {"generate": False, "regions": REGIONS, "loans": loans},
+    }
 
 
 def test_deterministic_deltas_equal_the_difference_of_two_independent_runs():
@@ -74,8 +95,12 @@ def test_base_metrics_equal_a_plain_run(default_base):
 
 @pytest.mark.parametrize("recycle", [0.0, 1.0])
 def test_fast_path_reproduces_the_exact_path_when_recycled_loans_do_not_rebalance(recycle):
-    config = load_config({"monte_carlo": {"paths": 200},
-                          "fund": {"rebalancing_strength": 0.0, "recycle_principal_fraction": recycle}})
+    config = load_config(
+        {
+            "monte_carlo": {"paths": 200},
+            "fund": {"rebalancing_strength": 0.0, "recycle_principal_fraction": recycle},
+        }
+    )
     base = build_base(config)
     loan = CandidateLoan("a", 300_000, 500_000, zone=1, region=2, origination_month=4)
     fast, _ = fast_path(base, loan)
@@ -86,7 +111,9 @@ def test_fast_path_reproduces_the_exact_path_when_recycled_loans_do_not_rebalanc
 
 
 def test_fast_path_within_the_exact_confidence_interval_on_the_default_fund(default_base):
-    result = analyze(default_base, CandidateLoan("a", 250_000, 500_000, zone=0, region=1), exact=True, compare=True)
+    result = analyze(
+        default_base, CandidateLoan("a", 250_000, 500_000, zone=0, region=1), exact=True, compare=True
+    )
     assert not result.fast_path_exact  # the default fund recycles and re-balances: the response says so
     for name in ("lp_net_irr", "fund_irr", "lp_moic", "gp_carry", "sharpe_ratio"):
         exact = result.deltas[name]
@@ -108,8 +135,11 @@ def test_counter_offer_is_the_largest_amount_within_the_ltv_limit(default_base):
 
 
 def test_ineligible_zone_is_rejected_at_any_amount(default_base):
-    result = analyze(default_base, CandidateLoan("c", 200_000, 500_000, zone=0, region=0),
-                     applicant=Applicant(zone_eligible=False))
+    result = analyze(
+        default_base,
+        CandidateLoan("c", 200_000, 500_000, zone=0, region=0),
+        applicant=Applicant(zone_eligible=False),
+    )
     rec = result.recommendation
     assert (rec.decision, rec.amount) == ("REJECT", 0.0)
     first = rec.rules[0]

@@ -6,8 +6,18 @@ import json
 
 from server import impact_cli
 
-ARGS = ["--amount", "450000", "--property-value", "600000", "--zone", "green", "--region", "sydney_east",
-        "--paths", "100"]
+ARGS = [
+    "--amount",
+    "450000",
+    "--property-value",
+    "600000",
+    "--zone",
+    "green",
+    "--region",
+    "sydney_east",
+    "--paths",
+    "100",
+]
 
 
 def test_json_carries_the_underwriting_fields(capsys):
@@ -17,7 +27,9 @@ def test_json_carries_the_underwriting_fields(capsys):
     assert rec["decision"] == "COUNTER_OFFER" and rec["approve"] is True
     assert rec["recommended_loan_amount"] == 390_000  # LTV limit 0.65 × 600,000
     assert {"irr", "equity_multiple", "roi", "sharpe_ratio"} <= set(document["portfolio_metrics_before"])
-    assert {"var_change", "concentration_risk_change", "diversification_benefit"} <= set(document["risk_impact"])
+    assert {"var_change", "concentration_risk_change", "diversification_benefit"} <= set(
+        document["risk_impact"]
+    )
 
 
 def test_unknown_region_is_named(capsys):

@@ -297,6 +297,7 @@ def analysis_to_proto(result: ImpactResult, *, analysis_id: str, portfolio_id: s
         elapsed=seconds_to_duration(result.elapsed_seconds),
         method=pb.IMPACT_METHOD_EXACT if result.method == "exact" else pb.IMPACT_METHOD_FAST,
         fast_path_exact=result.fast_path_exact,
+        currency=result.currency,
     )
     for name in DELTA_NAMES:
         d = result.deltas[name]

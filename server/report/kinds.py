@@ -15,7 +15,9 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from equihome.impact.v1 import impact_analysis_pb2
 from equihome.simulation.v1 import simulation_pb2
+from server.report.impact_view import impact_report
 from server.report.page import Report, render_html
 from server.report.simulation_view import simulation_report
 
@@ -30,6 +32,7 @@ class ResultKind:
 
 KINDS: tuple[ResultKind, ...] = (
     ResultKind("simulation", simulation_pb2.Simulation, "simulation", simulation_report),
+    ResultKind("impact_analysis", impact_analysis_pb2.ImpactAnalysis, "analysis", impact_report),
 )
 
 

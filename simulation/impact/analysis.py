@@ -66,6 +66,7 @@ class ImpactResult:
     method: str  # "fast" or "exact"
     paths: int
     seed: int
+    currency: str
     deltas: dict[str, MetricDelta]
     before: dict[str, float]  # Underwriting portfolio_metrics_before
     after: dict[str, float]
@@ -113,6 +114,7 @@ def analyze(
         method="exact" if exact else "fast",
         paths=base.paths,
         seed=base.config.monte_carlo.seed,
+        currency=base.config.fund.currency,
         deltas=deltas,
         before={k: deltas[v].before for k, v in PORTFOLIO_METRICS.items()},
         after={k: deltas[v].after for k, v in PORTFOLIO_METRICS.items()},

@@ -217,7 +217,8 @@ def _risk(analysis: Analysis, units: Units) -> Section:
 def _notes(analysis: Analysis) -> tuple[str, ...]:
     if analysis.fast_path_exact or analysis.method == pb.IMPACT_METHOD_EXACT:
         return ()
-    return (
+    note = (
         "The fund recycles proceeds into loans that re-balance around the book, so the fast path "
-        "approximates the exact re-simulation (ask compare_methods for the gap).",
+        "approximates the exact re-simulation (ask compare_methods for the gap)."
     )
+    return (note,)

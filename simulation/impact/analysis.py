@@ -259,10 +259,14 @@ def _counter_offer(
     def trial(amount: float) -> _Evaluation:
         return _evaluate(base, loan.with_amount(amount), policy, applicant, None, None, replicates=0)
 
+    def failing(evaluation: _Evaluation) -> set[str]:
+        return {r.rule for r in evaluate(policy, evaluation.measures, "") if r.severity == "FAIL"}
+
+    # binding: what fails at the requested amount, what bounds the amount in closed form, and what fails
+    # just above the offer
+    binding = failing(requested) | (set(bound_rules) if high_amount < loan.amount else set())
     high = trial(high_amount)
     if high.passed:
-        binding = set(bound_rules) if high_amount < loan.amount else set()
-        binding |= {r.rule for r in evaluate(policy, requested.measures, "") if r.severity == "FAIL"}
         return _evaluate(base, high.loan, policy, applicant, None, None), binding
     low = trial(low_amount)
     if not low.passed:
@@ -272,8 +276,7 @@ def _counter_offer(
         if middle.loan.amount <= low.loan.amount:
             break
         low, high = (middle, high) if middle.passed else (low, middle)
-    binding = {r.rule for r in evaluate(policy, high.measures, "") if r.severity == "FAIL"}
-    return _evaluate(base, low.loan, policy, applicant, None, None), binding
+    return _evaluate(base, low.loan, policy, applicant, None, None), binding | failing(high)
 
 
 def _round_down(amount: float) -> float:

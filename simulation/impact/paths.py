@@ -170,18 +170,10 @@ def fast_path(base: Base, loan: CandidateLoan) -> tuple[pathmetrics.PathResults,
     """Per-path results of the base plus ``loan``, re-running only the loan, the ledger and the metrics."""
     config = base.config
     params = lifecycle.params_for(config)
-    slots = len(base.book) + 1
-    slot_book = with_candidate(config, _empty_book(base.book), loan)
     parts, firsts = [], []
     for chunk in base.chunks:
         n = chunk.n_paths
-        first_loans = lifecycle.initial_loans(slot_book, n)
-        first_loans = lifecycle.Loans(
-            **{
-                **{f.name: getattr(first_loans, f.name) for f in fields(first_loans)},
-                "slot": np.full(n, slots - 1),
-            }
-        )
+        first_loans = _on_every_path(config, loan, slot=len(base.book), n_paths=n)
         chain = [_resolve_new_slot(params, chunk, first_loans, 0)]
         exposure = _with_own_exposure(chunk.exposure, chain[-1])
         while (follow_on := _follow_on(params, chunk, chain[-1], exposure)) is not None:
@@ -199,8 +191,26 @@ def fast_path(base: Base, loan: CandidateLoan) -> tuple[pathmetrics.PathResults,
     return pathmetrics.PathResults.concatenate(parts), _loan_paths(loan, firsts)
 
 
-def _empty_book(book: LoanBook) -> LoanBook:
-    return LoanBook(ids=(), **{f.name: getattr(book, f.name)[:0] for f in fields(book) if f.name != "ids"})
+def _on_every_path(config: SimulationConfig, loan: CandidateLoan, slot: int, n_paths: int) -> lifecycle.Loans:
+    """The loan in the appended ``slot`` on each of ``n_paths`` paths, as ``lifecycle.initial_loans`` lays out
+    a book."""
+
+    def column(value: float) -> np.ndarray:
+        return np.full(n_paths, value)
+
+    rate = config.loans.interest_rate if loan.interest_rate is None else loan.interest_rate
+    return lifecycle.Loans(
+        slot=column(slot),
+        path=np.arange(n_paths),
+        zone=column(loan.zone),
+        region=column(loan.region),
+        origination=column(loan.origination_month),
+        amount=column(loan.amount),
+        value0=column(loan.property_value),
+        rate=column(rate),
+        share=column(np.nan if loan.appreciation_share is None else loan.appreciation_share),
+        planned_exit=column(-1),
+    )
 
 
 def _new_slot_numbers(

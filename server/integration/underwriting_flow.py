@@ -11,7 +11,9 @@ from the loan id, so an application seen again (a replay, or Underwriting sendin
 analysis and neither posts nor publishes again. A temporary failure (Underwriting or PMS unavailable, every
 worker busy) is retried with backoff before the flow moves on; an application that cannot be analysed (e.g. a
 region outside the fund's book) is logged and skipped. At the first start the flow begins at the newest event:
-applications submitted before the flow existed are not analysed.
+applications submitted before the flow existed are not analysed. The event is published once the analysis
+and its push are committed; a crash in that instant loses the event (a replay finds the analysis stored and
+does not publish again), never the POST.
 """
 
 from __future__ import annotations

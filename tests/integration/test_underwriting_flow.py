@@ -1,6 +1,6 @@
 """The automatic Underwriting flow against the strict sandbox: a submitted application is analysed on the
 sandbox portfolio's live book and POSTed back exactly once, through a 503 outage and a server restart, and a
-repeat of the application posts nothing more."""
+repeat of the application posts nothing more; and an application without a zone takes TLS's."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from collections.abc import Awaitable, Callable
 
 from adapters.sandbox import Sandbox
 from equihome.events.v1 import event_pb2, event_service_pb2
+from equihome.impact.v1 import impact_analysis_service_pb2 as impact_pb2
+from equihome.impact.v1.impact_analysis_service_pb2_grpc import ImpactAnalysisServiceStub
 from equihome.integration.v1 import integration_pb2
 from equihome.integration.v1 import integration_service_pb2 as pb
+from equihome.type.v1 import loan_pb2, zone_pb2
 from server.integration.underwriting_flow import FLOW_OWNER, request_id_for
 from server.store import Store
 from tests.integration.conftest import Service, eventually
@@ -108,3 +111,20 @@ async def _flow_passed(service: Service, cursor: int) -> bool:
 def _store(service: Service) -> Store:
     """The running server's store (its data directory is locked to it, so a test cannot open another)."""
     return service.runtime.bus._store
+
+
+async def test_an_application_without_a_zone_takes_the_zone_tls_gives_its_property(service: Service) -> None:
+    prop = next(iter(service.sandbox.world.properties.values()))
+    application = loan_pb2.LoanApplication(
+        loan_id="loan_tls",
+        property_value=600_000,
+        requested_loan_amount=200_000,
+        property_id=prop.id,
+        property_region="sydney_north",
+    )
+    stub = ImpactAnalysisServiceStub(service.channel)
+    reply = await stub.AnalyzeLoanImpact(
+        impact_pb2.AnalyzeLoanImpactRequest(loan_application=application, paths=100), timeout=60
+    )
+    expected = zone_pb2.Zone.Value(f"ZONE_{prop.zone.value.upper()}")
+    assert reply.analysis.property_zone == expected

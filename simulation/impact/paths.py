@@ -53,15 +53,13 @@ class BaseChunk:
     market: lifecycle.ChunkMarket
     outcomes: list[lifecycle.Outcomes]
     flows: ledger.LoanFlows
-    exposure: np.ndarray  # (paths, months + 1, zones): outstanding principal by zone, every generation
+    # (paths, months + 1, zones) per generation g: outstanding principal by zone of generations 0..g, what
+    # the exact path's recycling sees when it funds generation g + 1
+    exposure_through: tuple[np.ndarray, ...]
     new_slot_draws: dict[Purpose, np.ndarray]  # (paths,): the appended slot's generation-0 numbers
-    block_counts: tuple[np.ndarray, ...]  # per generation >= 1: base loans in each path block of the chunk
-
-    def numbers_before_new_slot(self, generation: int) -> np.ndarray:
-        """How many numbers each block's stream of ``generation`` hands to base loans before the new slot."""
-        if generation < len(self.block_counts):
-            return self.block_counts[generation]
-        return np.zeros(len(block_ranges(self.first_path, self.n_paths)), dtype=np.int64)
+    # (purpose, stream keys) of a recycled generation -> (blocks, BLOCK_PATHS): in each path block, the numbers
+    # after those the block's base loans take, which the new slot's loans take in path order (exact path)
+    new_slot_numbers: dict[tuple[Purpose, tuple[int, ...]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,6 @@ def build_base(
             purpose: draw_loans(config.monte_carlo.seed, purpose, (0,), first, n, len(book) + 1, sampler)[-1]
             for purpose, sampler in LOAN_DRAWS
         }
-        counts = tuple(_block_counts(first, n, out.loans.path) for out in outcomes)
         chunks.append(
             BaseChunk(
                 config.monte_carlo.seed,
@@ -114,35 +111,52 @@ def build_base(
                 mkt,
                 outcomes,
                 flows,
-                _exposure(params, outcomes, n),
+                _exposure_through(params, outcomes, n),
                 draws,
-                counts,
+                _recycled_numbers(config.monte_carlo.seed, first, n, outcomes),
             )
         )
     return Base(config, book, pathmetrics.PathResults.concatenate(parts), tuple(chunks))
 
 
-def _block_counts(first_path: int, n_paths: int, path: np.ndarray) -> np.ndarray:
-    blocks = len(block_ranges(first_path, n_paths))
-    return np.bincount((first_path + path) // BLOCK_PATHS - first_path // BLOCK_PATHS, minlength=blocks)
-
-
-def _exposure(params: lifecycle.ModelParams, outcomes: list[lifecycle.Outcomes], n_paths: int) -> np.ndarray:
+def _exposure_through(
+    params: lifecycle.ModelParams, outcomes: list[lifecycle.Outcomes], n_paths: int
+) -> tuple[np.ndarray, ...]:
     change = np.zeros((n_paths, params.months + 1, len(ZONES)))
+    through = []
     for out in outcomes:
         lifecycle.add_exposure(change, out)
-    return np.cumsum(change, axis=1)
+        through.append(np.cumsum(change, axis=1))
+    return tuple(through)
 
 
-def _with_own_exposure(exposure: np.ndarray, out: lifecycle.Outcomes) -> np.ndarray:
-    """``exposure`` plus the new slot's loans of one generation (at most one per path): +L on [origination,
-    event) in its zone."""
-    months = np.arange(exposure.shape[1])
-    ln = out.loans
-    on_book = (months >= ln.origination[:, np.newaxis]) & (months < out.event_month[:, np.newaxis])
-    added = exposure.copy()
-    added[ln.path, :, ln.zone] += np.where(on_book, ln.amount[:, np.newaxis], 0.0)
-    return added
+RECYCLED_STREAMS = (
+    *((purpose, sampler, ()) for purpose, sampler in LOAN_DRAWS),
+    *((Purpose.REINVEST, lifecycle.UNIFORM, (kind,)) for kind in range(3)),  # zone, region, LTV
+)
+
+
+def _recycled_numbers(
+    seed: int, first_path: int, n_paths: int, outcomes: list[lifecycle.Outcomes]
+) -> dict[tuple[Purpose, tuple[int, ...]], np.ndarray]:
+    """For every recycled generation the base has, and the one after its last: the numbers each path block
+    would hand the new slot's loans, after the ``b`` numbers its base loans of that generation take."""
+    blocks = block_ranges(first_path, n_paths)
+    table = {}
+    for generation in range(1, len(outcomes) + 1):
+        path = outcomes[generation].loans.path if generation < len(outcomes) else np.zeros(0, dtype=np.int64)
+        before = np.bincount(
+            (first_path + path) // BLOCK_PATHS - first_path // BLOCK_PATHS, minlength=len(blocks)
+        )
+        for purpose, sampler, kind in RECYCLED_STREAMS:
+            keys = (generation, *kind)
+            numbers = np.empty((len(blocks), BLOCK_PATHS))
+            for i, (block, size) in enumerate(blocks):
+                numbers[i, :size] = sampler(generator(seed, purpose, *keys, block), (int(before[i]) + size,))[
+                    before[i] :
+                ]
+            table[(purpose, keys)] = numbers
+    return table
 
 
 @dataclass(frozen=True)
@@ -175,10 +189,8 @@ def fast_path(base: Base, loan: CandidateLoan) -> tuple[pathmetrics.PathResults,
         n = chunk.n_paths
         first_loans = _on_every_path(config, loan, slot=len(base.book), n_paths=n)
         chain = [_resolve_new_slot(params, chunk, first_loans, 0)]
-        exposure = _with_own_exposure(chunk.exposure, chain[-1])
-        while (follow_on := _follow_on(params, chunk, chain[-1], exposure)) is not None:
+        while (follow_on := _follow_on(params, chunk, chain)) is not None:
             chain.append(_resolve_new_slot(params, chunk, follow_on, len(chain)))
-            exposure = _with_own_exposure(exposure, chain[-1])
         own = ledger.loan_flows(params, chunk.market, chain, n, chunk.flows.mark_months)
         flows = _added(chunk.flows, own)
         cost = ledger.costs(params, flows)
@@ -216,26 +228,46 @@ def _on_every_path(config: SimulationConfig, loan: CandidateLoan, slot: int, n_p
 def _new_slot_numbers(
     chunk: BaseChunk, purpose: Purpose, keys: tuple[int, ...], path: np.ndarray, sampler: lifecycle.Sampler
 ) -> np.ndarray:
-    """One number per new-slot loan (at most one per path) of a recycled generation ``keys[0]``: in each path
-    block, the numbers after those the block's base loans take, as the exact path hands them out (the new
-    slot comes last in every block)."""
-    before = chunk.numbers_before_new_slot(keys[0])
+    """One number per new-slot loan (at most one per path) of a recycled generation ``keys[0]``, as the exact
+    path hands them out: in each path block after the block's base loans, in path order."""
+    blocks = block_ranges(chunk.first_path, chunk.n_paths)
+    table = chunk.new_slot_numbers.get((purpose, keys))
+    if table is None:  # deeper than any base generation: no base loan draws before the new slot
+        table = np.zeros((len(blocks), BLOCK_PATHS))
+        for i, (block, size) in enumerate(blocks):
+            table[i, :size] = sampler(generator(chunk.seed, purpose, *keys, block), (size,))
     order = np.argsort(path, kind="stable")
     block_of = (chunk.first_path + path[order]) // BLOCK_PATHS - chunk.first_path // BLOCK_PATHS
-    counts = np.bincount(block_of, minlength=len(before))
-    values, start = np.empty(path.size), 0
-    for i, (block, _) in enumerate(block_ranges(chunk.first_path, chunk.n_paths)):
-        if counts[i]:
-            drawn = sampler(generator(chunk.seed, purpose, *keys, block), (int(before[i] + counts[i]),))
-            values[order[start : start + counts[i]]] = drawn[before[i] :]
-        start += counts[i]
+    starts = np.searchsorted(block_of, np.arange(len(blocks)))
+    values = np.empty(path.size)
+    values[order] = table[block_of, np.arange(path.size) - starts[block_of]]
     return values
 
 
+def _own_exposure(
+    chain: list[lifecycle.Outcomes], n_paths: int, path: np.ndarray, month: np.ndarray
+) -> np.ndarray:
+    """Outstanding principal by zone of the new slot's loans at ``(path, month)`` pairs, ``(pairs, zones)``: a
+    loan counts from its origination month up to, not including, the month it leaves the book."""
+    out = np.zeros((path.size, len(ZONES)))
+    for generation in chain:
+        ln = generation.loans
+        position = np.full(n_paths, -1)
+        position[ln.path] = np.arange(ln.path.size)
+        k = position[path]
+        pair = np.flatnonzero(k >= 0)
+        k = k[pair]
+        on_book = (ln.origination[k] <= month[pair]) & (month[pair] < generation.event_month[k])
+        np.add.at(out, (pair[on_book], ln.zone[k][on_book]), ln.amount[k][on_book])
+    return out
+
+
 def _follow_on(
-    params: lifecycle.ModelParams, chunk: BaseChunk, last: lifecycle.Outcomes, exposure: np.ndarray
+    params: lifecycle.ModelParams, chunk: BaseChunk, chain: list[lifecycle.Outcomes]
 ) -> lifecycle.Loans | None:
-    """``lifecycle.reinvestments`` for the new slot alone, with the numbers the exact path gives it."""
+    """``lifecycle.reinvestments`` for the new slot alone, with the numbers and the book the exact path gives
+    it: the base's generations up to the latest one and the new slot's own."""
+    last = chain[-1]
     cfg, fund = params.config, params.config.fund
     window_end = fund.reinvestment_period_years * lifecycle.MONTHS_PER_YEAR
     latest_start = params.months - fund.min_remaining_term_to_reinvest_years * lifecycle.MONTHS_PER_YEAR
@@ -254,7 +286,9 @@ def _follow_on(
             chunk, Purpose.REINVEST, (last.generation + 1, kind), parent.path, lifecycle.UNIFORM
         )
 
-    zone = lifecycle._rebalanced_zones(params, exposure[parent.path, c[idx]], uniforms(0))
+    base_exposure = chunk.exposure_through[min(last.generation, len(chunk.exposure_through) - 1)]
+    exposure = base_exposure[parent.path, c[idx]] + _own_exposure(chain, chunk.n_paths, parent.path, c[idx])
+    zone = lifecycle._rebalanced_zones(params, exposure, uniforms(0))
     region_weights = np.array([r.weight for r in cfg.book.regions])
     region = np.searchsorted(np.cumsum(region_weights) / region_weights.sum(), uniforms(1), side="right")
     gen = cfg.book.generated

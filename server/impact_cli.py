@@ -1,32 +1,50 @@
-"""``equihome-sim impact --amount L --property-value V --zone Z --region R [CONFIG.json] [--json]``.
+"""``equihome-sim impact --amount L --property-value V --zone Z --region R [CONFIG.json | --portfolio ID]``.
 
-Analyses one loan application against the fund of a config file (engine defaults without one): before/after
-metrics with paired 95 % intervals, risk impact, and the decision with every rule checked.
+Analyses one loan application: before/after metrics with paired 95 % intervals, the risk impact, and the
+decision with every rule checked, as a table (or ``--json``, the ``ImpactAnalysis`` of the API). Against a
+config file (engine defaults without one) it runs here; with ``--portfolio`` it asks a running server
+(``--server``/``$EQUIHOME_SERVER``, token ``$EQUIHOME_TOKEN``) to analyse the loan on that portfolio's live
+book, e.g. the sandbox's ``portfolio_456`` under ``equihome-sim serve --integrations sandbox``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import sys
+import uuid
 from pathlib import Path
 
+import grpc
+from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
+from equihome.impact.v1 import impact_analysis_pb2 as pb
+from equihome.impact.v1 import impact_analysis_service_pb2 as service_pb2
+from equihome.impact.v1.impact_analysis_service_pb2_grpc import ImpactAnalysisServiceStub
+from equihome.type.v1 import guardrail_pb2, loan_pb2, zone_pb2
+from server.errors import unpack
+from server.mapping.impact import DELTA_NAMES, RISK_FIELDS, analysis_to_proto, new_analysis_id
+from server.remote.client import RemoteError, open_channel
+from server.remote_cli import connection_parser
 from simulation.config import ZONES, ConfigError, load_config
-from simulation.impact import Applicant, CandidateLoan, ImpactResult, Policy, analyze, build_base
+from simulation.impact import Applicant, CandidateLoan, Policy, analyze, build_base
 
-MAX_PATHS = 20_000
+MAX_PATHS = 5_000
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="equihome-sim impact", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="equihome-sim impact",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[connection_parser()],
+    )
     parser.add_argument(
         "config", nargs="?", type=Path, help="fund config (JSON); engine defaults when omitted"
     )
+    parser.add_argument("--portfolio", help="analyse on this PMS portfolio's live book, on the server")
     parser.add_argument("--loan-id", default="application")
     parser.add_argument("--amount", type=float, required=True, help="requested loan amount, fund currency")
     parser.add_argument(
@@ -34,102 +52,118 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--zone", choices=ZONES, required=True)
     parser.add_argument("--region", required=True, help="a region of the fund's book, e.g. sydney_north")
-    parser.add_argument("--origination-month", type=int, default=0)
+    parser.add_argument("--origination-month", type=int, help="default: 0, or the live book's age")
     parser.add_argument("--interest-rate", type=float)
     parser.add_argument("--credit-score", type=int)
-    parser.add_argument("--zone-ineligible", action="store_true", help="TLS closed the zone to new loans")
-    parser.add_argument("--paths", type=int, help=f"paths, 1 to {MAX_PATHS:,} (default: the config's)")
+    parser.add_argument(
+        "--paths", type=int, help=f"paths, 1 to {MAX_PATHS:,} (default: the config's, 500 on a server)"
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--exact", action="store_true", help="re-simulate the fund with the loan in full")
-    parser.add_argument("--compare", action="store_true", help="also run the exact path and show the gap")
+    parser.add_argument("--compare", action="store_true", help="also run the other method and show the gap")
     parser.add_argument("--no-counter-offer", action="store_true")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--json", action="store_true", help="print the ImpactAnalysis as JSON")
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     err = Console(stderr=True)
+    if args.paths is not None and not 1 <= args.paths <= MAX_PATHS:
+        err.print(f"[red]error:[/red] --paths: must lie in [1, {MAX_PATHS:,}]")
+        return 2
+    if args.portfolio and args.config:
+        err.print("[red]error:[/red] give a config file or --portfolio, not both")
+        return 2
     try:
-        data = json.loads(args.config.read_text()) if args.config else {}
-        monte_carlo = data.setdefault("monte_carlo", {})
-        if args.paths is not None:
-            if not 1 <= args.paths <= MAX_PATHS:
-                raise ValueError(f"--paths: must lie in [1, {MAX_PATHS:,}]")
-            monte_carlo["paths"] = args.paths
-        if args.seed is not None:
-            monte_carlo["seed"] = args.seed
-        config = load_config(data)
-        regions = [r.name for r in config.book.regions]
-        if args.region not in regions:
-            raise ValueError(f"--region: not a region of the fund's book {regions}")
-        loan = CandidateLoan(
-            args.loan_id,
-            args.amount,
-            args.property_value,
-            ZONES.index(args.zone),
-            regions.index(args.region),
-            args.origination_month,
-            args.interest_rate,
-        )
-        loan.check(config)
+        analysis = _on_server(args) if args.portfolio else _here(args)
     except (OSError, json.JSONDecodeError, ConfigError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 2
-    result = analyze(
-        build_base(config),
-        loan,
-        Policy(counter_offer=not args.no_counter_offer),
-        Applicant(zone_eligible=not args.zone_ineligible, credit_score=args.credit_score),
-        exact=args.exact,
-        compare=args.compare,
-    )
+    except RemoteError as exc:
+        err.print(exc.explain())
+        return 1
     if args.json:
-        print(json.dumps(_document(result), indent=2, allow_nan=False, default=float))
+        print(
+            json.dumps(
+                json_format.MessageToDict(
+                    analysis, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                ),
+                indent=2,
+            )
+        )
     else:
-        _print(Console(), result)
+        _print(Console(), analysis)
     return 0
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def _here(args: argparse.Namespace) -> pb.ImpactAnalysis:
+    data = json.loads(args.config.read_text()) if args.config else {}
+    monte_carlo = data.setdefault("monte_carlo", {})
+    if args.paths is not None:
+        monte_carlo["paths"] = args.paths
+    if args.seed is not None:
+        monte_carlo["seed"] = args.seed
+    config = load_config(data)
+    regions = [r.name for r in config.book.regions]
+    if args.region not in regions:
+        raise ValueError(f"--region: not a region of the fund's book {regions}")
+    loan = CandidateLoan(
+        args.loan_id,
+        args.amount,
+        args.property_value,
+        ZONES.index(args.zone),
+        regions.index(args.region),
+        args.origination_month or 0,
+        args.interest_rate,
+    )
+    loan.check(config)
+    policy = Policy(counter_offer=not args.no_counter_offer)
+    applicant = Applicant(credit_score=args.credit_score)
+    result = analyze(build_base(config), loan, policy, applicant, exact=args.exact, compare=args.compare)
+    return analysis_to_proto(result, analysis_id=new_analysis_id(), portfolio_id="")
 
 
-def _document(result: ImpactResult) -> dict:
-    rec = result.recommendation
-    return {
-        "loan_id": result.loan.loan_id,
-        "method": result.method,
-        "paths": result.paths,
-        "seed": result.seed,
-        "fast_path_exact": result.fast_path_exact,
-        "portfolio_metrics_before": {k: _finite(v) for k, v in result.before.items()},
-        "portfolio_metrics_after": {k: _finite(v) for k, v in result.after.items()},
-        "deltas": {
-            k: {f: _finite(v) for f, v in dataclasses.asdict(d).items()} for k, d in result.deltas.items()
-        },
-        "risk_impact": {k: _finite(float(v)) for k, v in result.risk.items()},
-        "recommendation": {
-            "decision": rec.decision,
-            "approve": rec.decision != "REJECT",
-            "recommended_loan_amount": rec.amount,
-            "recommended_ltv": rec.ltv,
-            "confidence_score": rec.confidence,
-            "reasons": [
-                {**dataclasses.asdict(r), "observed": _finite(r.observed), "limit": _finite(r.limit)}
-                for r in rec.rules
-            ],
-        },
-        "gap": result.gap,
-        "elapsed_seconds": result.elapsed_seconds,
-    }
+def _on_server(args: argparse.Namespace) -> pb.ImpactAnalysis:
+    application = loan_pb2.LoanApplication(
+        loan_id=args.loan_id,
+        property_value=args.property_value,
+        requested_loan_amount=args.amount,
+        property_zone=zone_pb2.Zone.Value(f"ZONE_{args.zone.upper()}"),
+        property_region=args.region,
+    )
+    if args.credit_score is not None:
+        application.borrower_credit_score = args.credit_score
+    request = service_pb2.AnalyzeLoanImpactRequest(
+        loan_application=application,
+        portfolio_id=args.portfolio,
+        request_id=str(uuid.uuid4()),
+        method=pb.IMPACT_METHOD_EXACT if args.exact else pb.IMPACT_METHOD_FAST,
+        compare_methods=args.compare,
+        policy=pb.ImpactPolicy(counter_offer=not args.no_counter_offer),
+    )
+    for name in ("paths", "seed", "origination_month", "interest_rate"):
+        if getattr(args, name) is not None:
+            setattr(request, name, getattr(args, name))
+    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
+    with open_channel(args.server) as channel:
+        try:
+            reply = ImpactAnalysisServiceStub(channel).AnalyzeLoanImpact(
+                request, metadata=metadata, timeout=args.timeout
+            )
+        except grpc.RpcError as error:
+            raise RemoteError(unpack(error), args.server, args.timeout) from None
+    return reply.analysis
 
 
-def _print(console: Console, result: ImpactResult) -> None:
-    table = Table(title=f"Impact of {result.loan.loan_id} ({result.method} path, {result.paths:,} paths)")
+def _print(console: Console, analysis: pb.ImpactAnalysis) -> None:
+    method = "exact" if analysis.method == pb.IMPACT_METHOD_EXACT else "fast"
+    where = f" on {analysis.portfolio_id}" if analysis.portfolio_id else ""
+    table = Table(title=f"Impact of {analysis.loan_id}{where} ({method} path, {analysis.paths:,} paths)")
     for column in ("metric", "before", "after", "delta", "95 % CI"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for name, d in result.deltas.items():
+    for name in DELTA_NAMES:
+        d = getattr(analysis.deltas, name)
         table.add_row(
             name,
             f"{d.before:.6g}",
@@ -141,31 +175,33 @@ def _print(console: Console, result: ImpactResult) -> None:
     risk = Table(title="Risk impact")
     risk.add_column("measure")
     risk.add_column("value", justify="right")
-    for name, value in result.risk.items():
-        risk.add_row(name, f"{float(value):.6g}")
+    for name in RISK_FIELDS:
+        risk.add_row(name, f"{getattr(analysis.risk_impact, name):.6g}")
     console.print(risk)
-    rec = result.recommendation
+    rec = analysis.recommendation
+    decision = pb.Decision.Name(rec.decision).removeprefix("DECISION_")
     console.print(
-        f"[bold]{rec.decision}[/bold]  amount {rec.amount:,.0f}  LTV {rec.ltv:.3f}  "
-        f"confidence {rec.confidence:.2f}"
+        f"[bold]{decision}[/bold]  amount {rec.recommended_loan_amount:,.0f} {analysis.currency}  "
+        f"LTV {rec.recommended_ltv:.3f}  confidence {rec.confidence_score:.2f}"
     )
     rules = Table(title="Rules")
-    for column in ("rule", "severity", "binding", "observed", "limit", "zone/region"):
+    for column in ("rule", "outcome", "binding", "observed", "limit", "zone/region"):
         rules.add_column(column)
-    for r in rec.rules:
+    for r in rec.reasons:
+        where = zone_pb2.Zone.Name(r.zone).removeprefix("ZONE_").lower() if r.zone else r.region
         rules.add_row(
-            r.rule,
-            r.severity,
+            guardrail_pb2.GuardrailRule.Name(r.rule).removeprefix("GUARDRAIL_RULE_"),
+            guardrail_pb2.Severity.Name(r.severity).removeprefix("SEVERITY_"),
             "yes" if r.binding else "",
             f"{r.observed:.6g}",
             f"{r.limit:.6g}",
-            r.zone or r.region,
+            where,
         )
     console.print(rules)
-    if not result.fast_path_exact:
+    if not analysis.fast_path_exact and analysis.method != pb.IMPACT_METHOD_EXACT:
         console.print(
-            "note: the fund recycles proceeds and re-balances recycled loans around the new loan, so the "
-            "fast path approximates the exact path (use --compare to see the gap)"
+            "note: the fund recycles proceeds into loans that re-balance around the book, so the fast "
+            "path approximates the exact path (use --compare to see the gap)"
         )
 
 

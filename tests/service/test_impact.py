@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import grpc
@@ -17,8 +18,9 @@ from equihome.integration.v1 import integration_service_pb2
 from equihome.integration.v1.integration_service_pb2_grpc import IntegrationServiceStub
 from equihome.simulation.v1 import simulation_service_pb2
 from equihome.type.v1 import loan_pb2, zone_pb2
+from server import impact_cli
 from server.auth import SCOPES, issue_dev_token
-from tests.service.conftest import Service, bearer, refusal, seed_portfolio, small_book, small_config
+from tests.service.conftest import Service, bearer, refusal, running, seed_portfolio, small_book, small_config
 
 PATHS = 200
 
@@ -138,8 +140,6 @@ async def test_every_bad_field_is_named(service: Service) -> None:
 
 
 async def test_live_book_and_the_push_to_underwriting(settings, tmp_path) -> None:
-    from tests.service.conftest import running
-
     await seed_portfolio(settings.data_dir, "portfolio_9", small_book(6))
     async with running(settings) as service:
         stub = impact(service)
@@ -163,3 +163,32 @@ async def test_live_book_and_the_push_to_underwriting(settings, tmp_path) -> Non
                 timeout=10,
             )
         assert [p.key for p in pushes.pushes] == [analysis.analysis_id]
+
+
+async def test_the_cli_asks_the_server_for_a_live_book_analysis(settings, capsys) -> None:
+    await seed_portfolio(settings.data_dir, "portfolio_9", small_book(6))
+    async with running(settings) as service:
+        token = issue_dev_token(service.data_dir, ["impact:write"])
+        argv = [
+            "--portfolio",
+            "portfolio_9",
+            "--server",
+            f"127.0.0.1:{service.app.port}",
+            "--token",
+            token,
+            "--amount",
+            "200000",
+            "--property-value",
+            "500000",
+            "--zone",
+            "green",
+            "--region",
+            "unassigned",
+            "--json",
+        ]
+        assert await asyncio.to_thread(impact_cli.main, [*argv, "--paths", "100"]) == 0
+        analysis = json.loads(capsys.readouterr().out)
+        assert analysis["portfolio_id"] == "portfolio_9" and analysis["paths"] == "100"
+        assert abs(analysis["risk_impact"]["loan_share"] - 1 / 7) < 1e-12
+        assert await asyncio.to_thread(impact_cli.main, [*argv, "--paths", "50000"]) == 2  # paths named
+        assert "--paths" in capsys.readouterr().err

@@ -24,7 +24,7 @@ def test_json_carries_the_underwriting_fields(capsys):
     assert impact_cli.main([*ARGS, "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     rec = document["recommendation"]
-    assert rec["decision"] == "COUNTER_OFFER" and rec["approve"] is True
+    assert rec["decision"] == "DECISION_COUNTER_OFFER" and rec["approve"] is True
     assert rec["recommended_loan_amount"] == 390_000  # LTV limit 0.65 × 600,000
     assert {"irr", "equity_multiple", "roi", "sharpe_ratio"} <= set(document["portfolio_metrics_before"])
     assert {"var_change", "concentration_risk_change", "diversification_benefit"} <= set(

@@ -105,7 +105,7 @@ def analyze(
     evaluation = _evaluate(base, loan, policy, applicant, exact_results if exact else fast, loan_paths)
     gap = None
     if compare:
-        fast_deltas = paired(base.config, base.results, fast, replicates=0).deltas
+        fast_deltas = paired(base.config, base.results, fast, replicates=0, memo=base.memo).deltas
         gap = {name: fast_deltas[name].delta - d.delta for name, d in evaluation.paired.deltas.items()}
     recommendation = _recommend(base, evaluation, policy, applicant)
     deltas = evaluation.paired.deltas
@@ -138,9 +138,9 @@ def _evaluate(
     if candidate is None or loan_paths is None:
         candidate, loan_paths = fast_path(base, loan)
     pair = (
-        paired(base.config, base.results, candidate)
+        paired(base.config, base.results, candidate, memo=base.memo)
         if replicates is None
-        else paired(base.config, base.results, candidate, replicates)
+        else paired(base.config, base.results, candidate, replicates, base.memo)
     )
     measures = _measures(base, loan, policy, applicant, pair, loan_paths)
     return _Evaluation(loan, candidate, pair, loan_paths, measures, bool(hard_rules_pass(policy, measures)))

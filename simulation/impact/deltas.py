@@ -9,7 +9,9 @@ reports for each run.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +77,7 @@ def paired(
     base: PathResults,
     candidate: PathResults,
     replicates: int = BOOTSTRAP_REPLICATES,
+    memo: dict[Any, Any] | None = None,
 ) -> Paired:
     """Every headline figure before and after, with the paired delta's standard error and 95 % interval."""
     out: dict[str, MetricDelta] = {}
@@ -89,7 +92,7 @@ def paired(
     out["prob_hurdle"] = _from_mean(
         before_p, after_p, (c_irr[both] >= hurdle).astype(float) - (b_irr[both] >= hurdle).astype(float)
     )
-    tails, resampled = _tail_deltas(config, base, candidate, replicates)
+    tails, resampled = _tail_deltas(config, base, candidate, replicates, {} if memo is None else memo)
     out.update(tails)
     return Paired(out, resampled)
 
@@ -109,9 +112,13 @@ def figures(config: SimulationConfig, results: PathResults) -> dict[str, float]:
 
 
 def _tail_deltas(
-    config: SimulationConfig, base: PathResults, candidate: PathResults, replicates: int
+    config: SimulationConfig, base: PathResults, candidate: PathResults, replicates: int, memo: dict[Any, Any]
 ) -> tuple[dict[str, MetricDelta], dict[str, np.ndarray]]:
-    before, after = figures(config, base), figures(config, candidate)
+    """``memo`` keeps what depends on the base alone (its figures, its side of the bootstrap) for the next
+    candidate against the same base."""
+    if "before" not in memo:
+        memo["before"] = figures(config, base)
+    before, after = memo["before"], figures(config, candidate)
     sb, sc = base.scalars, candidate.scalars
     keep = (
         np.isfinite(sb["lp_net_irr"])
@@ -130,10 +137,8 @@ def _tail_deltas(
             },
             {},
         )
-    rng = generator(config.monte_carlo.seed, Purpose.BOOTSTRAP, 1)
-    rows = rng.integers(0, n, (replicates, n))
 
-    def resampled(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def resampled(s: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
         return aggregate._risk_figures(
             config,
             irr=s["lp_net_irr"][keep][rows],
@@ -141,7 +146,14 @@ def _tail_deltas(
             drawdown=s["max_drawdown"][keep][rows],
         )
 
-    rb, rc = resampled(sb), resampled(sc)
+    key = (hashlib.sha256(keep.tobytes()).hexdigest(), replicates)
+    if key not in memo:
+        rows = generator(config.monte_carlo.seed, Purpose.BOOTSTRAP, 1).integers(0, n, (replicates, n))
+        memo.clear()
+        memo["before"] = before
+        memo[key] = rows, resampled(sb, rows)
+    rows, rb = memo[key]
+    rc = resampled(sc, rows)
     resampled_figures = {
         f"{name}_{side}": figures_[f]
         for name, f in TAIL_METRICS.items()

@@ -14,17 +14,19 @@ leaves as they were (``Base.rebalances``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
 from .. import engine, ledger, lifecycle, pathmetrics
 from ..book import LoanBook, truncated_normal_ppf
-from ..config import ZONES, SimulationConfig
+from ..config import ZONES, SimulationConfig, WaterfallStructure
 from ..executors import CancelCheck, ChunkExecutor, RunTask, check, executor_for
 from ..streams import BLOCK_PATHS, Purpose, block_ranges, draw_loans, generator
 from .candidate import CandidateLoan, with_candidate
 
+CREDIT_SCALARS = ("wal_years", "default_rate", "loss_rate", "loans_funded")  # pathmetrics._credit's tallies
 LOAN_DRAWS = (
     (Purpose.EXIT, lifecycle.EXPONENTIAL),
     (Purpose.DEFAULT, lifecycle.EXPONENTIAL),
@@ -70,6 +72,7 @@ class Base:
     book: LoanBook
     results: pathmetrics.PathResults
     chunks: tuple[BaseChunk, ...]
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # figures of the base alone
 
     @property
     def paths(self) -> int:
@@ -184,6 +187,9 @@ def fast_path(base: Base, loan: CandidateLoan) -> tuple[pathmetrics.PathResults,
     """Per-path results of the base plus ``loan``, re-running only the loan, the ledger and the metrics."""
     config = base.config
     params = lifecycle.params_for(config)
+    # ``compute`` walks the loans' outcomes only for the credit tallies and the American waterfall's deals; the
+    # impact reads no credit tally, so under the European waterfall the base loans are not walked again
+    european = config.waterfall.structure is WaterfallStructure.EUROPEAN
     parts, firsts = [], []
     for chunk in base.chunks:
         n = chunk.n_paths
@@ -194,11 +200,9 @@ def fast_path(base: Base, loan: CandidateLoan) -> tuple[pathmetrics.PathResults,
         own = ledger.loan_flows(params, chunk.market, chain, n, chunk.flows.mark_months)
         flows = _added(chunk.flows, own)
         cost = ledger.costs(params, flows)
-        parts.append(
-            pathmetrics.compute(
-                params, chunk.outcomes + chain, flows, cost, ledger.run_ledger(params, flows, cost)
-            )
-        )
+        outcomes = chain if european else chunk.outcomes + chain
+        part = pathmetrics.compute(params, outcomes, flows, cost, ledger.run_ledger(params, flows, cost))
+        parts.append(part if not european else _without_credit(part))
         firsts.append(chain[0])
     return pathmetrics.PathResults.concatenate(parts), _loan_paths(loan, firsts)
 
@@ -361,6 +365,17 @@ def _resolve_new_slot(
         cash=cash,
         defaulted=defaulted,
         forced=forced,
+    )
+
+
+def _without_credit(part: pathmetrics.PathResults) -> pathmetrics.PathResults:
+    """``part`` without the figures that tally loans (they would count the new slot's loans alone)."""
+    return pathmetrics.PathResults(
+        scalars={k: v for k, v in part.scalars.items() if k not in CREDIT_SCALARS},
+        irr_reasons=part.irr_reasons,
+        yearly=part.yearly,
+        credit=np.full_like(part.credit, np.nan),
+        cashflows=part.cashflows,
     )
 
 

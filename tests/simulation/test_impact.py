@@ -93,12 +93,13 @@ def test_base_metrics_equal_a_plain_run(default_base):
     assert result.before["var_95"] == run.risk.tails[0].capital_var
 
 
-@pytest.mark.parametrize("recycle", [0.0, 1.0])
-def test_fast_path_reproduces_the_exact_path_when_recycled_loans_do_not_rebalance(recycle):
+@pytest.mark.parametrize(("recycle", "waterfall"), [(0.0, "european"), (1.0, "european"), (1.0, "american")])
+def test_fast_path_reproduces_the_exact_path_when_recycled_loans_do_not_rebalance(recycle, waterfall):
     config = load_config(
         {
             "monte_carlo": {"paths": 200},
             "fund": {"rebalancing_strength": 0.0, "recycle_principal_fraction": recycle},
+            "waterfall": {"structure": waterfall},
         }
     )
     base = build_base(config)

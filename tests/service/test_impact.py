@@ -138,6 +138,14 @@ async def test_every_bad_field_is_named(service: Service) -> None:
     details = await refusal(stub.AnalyzeLoanImpact(request(), metadata=read_only, timeout=30))
     assert details.code == grpc.StatusCode.PERMISSION_DENIED
 
+    # a fund of about 40,000 loans held whole for 5,000 paths does not fit a worker: refused before running
+    huge = small_config(fund={"size": 1e10, "deployment_target_fraction": 0.8})
+    details = await refusal(
+        stub.AnalyzeLoanImpact(request(base_config=huge, paths=5000), metadata=service.auth(), timeout=30)
+    )
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "RUN_TOO_COSTLY")
+    assert "base_config.monte_carlo.paths" in {v.field for v in details.bad_request.field_violations}
+
 
 async def test_live_book_and_the_push_to_underwriting(settings, tmp_path) -> None:
     await seed_portfolio(settings.data_dir, "portfolio_9", small_book(6))

@@ -12,10 +12,12 @@ from equihome.impact.v1 import impact_analysis_service_pb2 as impact_pb2
 from equihome.impact.v1.impact_analysis_service_pb2_grpc import ImpactAnalysisServiceStub
 from equihome.integration.v1 import integration_pb2
 from equihome.integration.v1 import integration_service_pb2 as pb
+from equihome.simulation.v1 import simulation_pb2, simulation_service_pb2
 from equihome.type.v1 import loan_pb2, zone_pb2
 from server.integration.underwriting_flow import FLOW_OWNER, request_id_for
 from server.store import Store
 from tests.integration.conftest import Service, eventually
+from tests.service.conftest import LONG_PATHS, small_config
 
 Push = integration_pb2.Push
 UNDERWRITING = "integrations/underwriting"
@@ -43,12 +45,22 @@ async def test_an_application_is_posted_once_through_an_outage_and_a_restart(
 ) -> None:
     first = await make_service(sandbox, **SETTINGS)
     await first.connected()
+    # a long simulation holds the only worker, so the analysis waits in the queue once its parameters are read
+    blocker = await first.simulations.CreateSimulation(
+        simulation_service_pb2.CreateSimulationRequest(
+            simulation=simulation_pb2.Simulation(config=small_config(paths=LONG_PATHS))
+        )
+    )
+    await eventually(lambda: first.sample("equihome_runs_in_flight") > 0)
     frame = sandbox.emit("underwriting", "loan_application_submitted")
     loan_id = frame.data["loan_id"]
+    await eventually(lambda: first.sample("equihome_runs_queued") > 0, timeout=60)
 
-    # the analysis is running (its parameters were read): Underwriting now answers 503 to the POST
-    await eventually(lambda: first.sample("equihome_runs_in_flight") > 0, timeout=60)
+    # from now Underwriting answers 503: the analysis runs, and its POST waits in the outbox
     sandbox.set_faults({"underwriting": {"outage": True, "outage_retry_after": 0}})
+    await first.simulations.CancelSimulation(
+        simulation_service_pb2.CancelSimulationRequest(name=blocker.simulation.name)
+    )
     await eventually(lambda: _pending_after_503(first), timeout=60)
     (event,) = await impact_events(first)
     assert event.loan_id == loan_id and event.portfolio_id == sandbox.config.portfolio_id

@@ -17,7 +17,7 @@ from ..metrics import Z_95
 from ..pathmetrics import PathResults
 from . import concentration as conc
 from .candidate import CandidateLoan
-from .deltas import MetricDelta, Paired, paired
+from .deltas import BOOTSTRAP_REPLICATES, MetricDelta, Paired, paired
 from .paths import Base, LoanPaths, exact_path, fast_path
 from .rules import Measures, Policy, Rule, amount_cap, evaluate, hard_rules_pass
 
@@ -133,15 +133,11 @@ def _evaluate(
     applicant: Applicant,
     candidate: PathResults | None,
     loan_paths: LoanPaths | None,
-    replicates: int | None = None,
+    replicates: int = BOOTSTRAP_REPLICATES,
 ) -> _Evaluation:
     if candidate is None or loan_paths is None:
         candidate, loan_paths = fast_path(base, loan)
-    pair = (
-        paired(base.config, base.results, candidate, memo=base.memo)
-        if replicates is None
-        else paired(base.config, base.results, candidate, replicates, base.memo)
-    )
+    pair = paired(base.config, base.results, candidate, replicates, base.memo)
     measures = _measures(base, loan, policy, applicant, pair, loan_paths)
     return _Evaluation(loan, candidate, pair, loan_paths, measures, bool(hard_rules_pass(policy, measures)))
 
@@ -201,12 +197,9 @@ def _replicate_measures(evaluation: _Evaluation) -> Measures:
 
 
 def _confidence(policy: Policy, evaluation: _Evaluation) -> float:
-    verdicts = (
-        np.broadcast_to(hard_rules_pass(policy, _replicate_measures(evaluation)), (1,))
-        if not evaluation.paired.replicates
-        else hard_rules_pass(policy, _replicate_measures(evaluation))
-    )
-    return float(np.mean(np.asarray(verdicts) == evaluation.passed))
+    """Share of the bootstrap replicates whose hard rules give the point verdict (1 without replicates)."""
+    verdicts = np.atleast_1d(hard_rules_pass(policy, _replicate_measures(evaluation)))
+    return float(np.mean(verdicts == evaluation.passed))
 
 
 def _region_name(base: Base, loan: CandidateLoan) -> str:

@@ -120,7 +120,7 @@ class ImpactAnalyzer:
             request_id=request_id,
             request_hash=request_hash,
             analysis=analysis.SerializeToString(),
-            publish_status=publish_status.SerializeToString() if publish_status else None,
+            publish_status=publish_status.SerializeToString() if publish_status is not None else None,
             create_time=datetime.now(UTC),
         )
         stored, created = await self._analyses.create(

@@ -18,6 +18,7 @@ COMMANDS = {
     "remote": ("server.remote_cli", "create, watch, get, list and cancel runs on a server"),
     "token": ("server.token_cli", "make a dev signing key and print a caller token"),
     "sandbox": ("adapters.sandbox.cli", "run the sandbox of the external systems"),
+    "impact": ("server.impact_cli", "analyse the portfolio impact of one loan application"),
 }
 
 

@@ -174,6 +174,15 @@ class Settings(BaseModel):
         0.02, ge=0, le=1, description="send only when a zone weight moved more than this since the last send"
     )
     reoptimize_paths: int = Field(1000, ge=100, le=20_000, description="paths of an automatic re-optimisation")
+
+    # Portfolio impact analysis: the automatic Underwriting flow (server/integration/underwriting_flow.py)
+    impact_flow_enabled: bool = Field(
+        True, description="analyse every loan_application_submitted and POST it to Underwriting (integrations on)"
+    )
+    impact_flow_portfolio_id: str = Field(
+        "", max_length=128, description="PMS portfolio the flow tests loans against (default: first mirrored one)"
+    )
+    impact_flow_paths: int = Field(500, ge=100, le=5000, description="paths of each analysis of the flow")
     event_retention_hours: float = Field(24.0, gt=0, description="how long events stay resumable")
     event_subscriber_buffer: int = Field(1024, ge=1, description="events buffered per subscriber before cut-off")
 

@@ -246,6 +246,27 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX studies_of_owner ON studies (owner, create_us DESC, name);
     CREATE INDEX studies_by_state ON studies (state, create_us DESC, name);
     """,
+    # 7: portfolio impact analyses (queries in ImpactStore; request ids unique per owner) and the event-log
+    # cursor of the automatic Underwriting flow (server/integration/underwriting_flow.py)
+    """
+    CREATE TABLE impact_analyses (
+        analysis_id    TEXT PRIMARY KEY,
+        owner          TEXT NOT NULL,
+        request_id     TEXT,
+        request_hash   TEXT,
+        loan_id        TEXT NOT NULL,
+        portfolio_id   TEXT NOT NULL DEFAULT '',
+        analysis       BLOB NOT NULL,
+        publish_status BLOB,
+        create_us      INTEGER NOT NULL,
+        UNIQUE (owner, request_id)
+    );
+    CREATE INDEX impact_analyses_by_loan ON impact_analyses (loan_id, create_us DESC);
+    CREATE TABLE impact_flow_cursor (
+        id             INTEGER PRIMARY KEY CHECK (id = 1),
+        cursor         INTEGER NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -317,6 +338,7 @@ class Store:
         self.studies = StudyStore(self, page_secret)
         self.events = EventLog(self)
         self.optimizations = OptimizationStore(self)
+        self.impact = ImpactStore(self)
 
     @classmethod
     async def open(cls, data_dir: Path, *, busy_timeout_ms: int = 5000) -> Store:
@@ -1093,6 +1115,80 @@ def _select_study_request(connection: sqlite3.Connection, owner: str, request_id
     if row is None:
         return None
     existing = _study(row)
+    if request_hash and existing.request_hash and request_hash != existing.request_hash:
+        raise InvalidArgument(
+            f"request_id {request_id} was already used with a different request.",
+            [("request_id", "already used with a different request")],
+            reason="REQUEST_ID_REUSED",
+            metadata={"request_id": request_id},
+        )
+    return existing
+
+
+# --- Impact analyses ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImpactRecord:
+    analysis_id: str
+    owner: str
+    request_id: str | None
+    request_hash: str | None
+    analysis: bytes  # a serialised equihome.impact.v1.ImpactAnalysis
+    publish_status: bytes | None  # a serialised google.rpc.Status, when a push to Underwriting was asked for
+    create_time: datetime
+
+
+_IMPACT_COLUMNS = "analysis_id, owner, request_id, request_hash, analysis, publish_status, create_us"
+
+
+def _impact(row: Sequence[Any]) -> ImpactRecord:
+    return ImpactRecord(*row[:6], create_time=_time(row[6]))
+
+
+class ImpactStore:
+    """Impact analyses, each stored once per (owner, request_id) (AIP-155)."""
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    async def find_request(self, owner: str, request_id: str, request_hash: str | None) -> ImpactRecord | None:
+        """The analysis ``owner``'s ``request_id`` stored, if any; ``InvalidArgument`` (REQUEST_ID_REUSED)
+        when it was stored for a request with another hash."""
+        return await self._store.call(lambda connection: _select_impact_request(connection, owner, request_id,
+                                                                                request_hash))
+
+    async def create(self, record: ImpactRecord, loan_id: str, portfolio_id: str,
+                     also: Callable[[sqlite3.Connection], None] | None = None) -> tuple[ImpactRecord, bool]:
+        """Store ``record``, and run ``also`` (e.g. enqueue its push) in the same transaction; ``(stored
+        record, created)``. A request id its owner already used returns the first record, ``also`` not run."""
+
+        def work(connection: sqlite3.Connection) -> tuple[ImpactRecord, bool]:
+            with transaction(connection):
+                if record.request_id is not None:
+                    existing = _select_impact_request(connection, record.owner, record.request_id,
+                                                      record.request_hash)
+                    if existing is not None:
+                        return existing, False
+                connection.execute(
+                    f"INSERT INTO impact_analyses ({_IMPACT_COLUMNS}, loan_id, portfolio_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (record.analysis_id, record.owner, record.request_id, record.request_hash, record.analysis,
+                     record.publish_status, int(record.create_time.timestamp() * 1e6), loan_id, portfolio_id))
+                if also is not None:
+                    also(connection)
+                return record, True
+
+        return await self._store.call(work)
+
+
+def _select_impact_request(connection: sqlite3.Connection, owner: str, request_id: str,
+                           request_hash: str | None) -> ImpactRecord | None:
+    row = connection.execute(f"SELECT {_IMPACT_COLUMNS} FROM impact_analyses WHERE owner = ? AND request_id = ?",
+                             (owner, request_id)).fetchone()
+    if row is None:
+        return None
+    existing = _impact(row)
     if request_hash and existing.request_hash and request_hash != existing.request_hash:
         raise InvalidArgument(
             f"request_id {request_id} was already used with a different request.",

@@ -15,9 +15,11 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from equihome.impact.v1 import impact_analysis_pb2
 from equihome.optimization.v1 import optimization_service_pb2
 from equihome.simulation.v1 import simulation_pb2
 from equihome.study.v1 import study_pb2
+from server.report.impact_view import impact_report
 from server.report.optimization_view import optimization_report
 from server.report.page import Report, render_html
 from server.report.simulation_view import simulation_report
@@ -36,6 +38,7 @@ KINDS: tuple[ResultKind, ...] = (
     ResultKind("simulation", simulation_pb2.Simulation, "simulation", simulation_report),
     ResultKind("optimization", optimization_service_pb2.Optimization, "optimization", optimization_report),
     ResultKind("study", study_pb2.Study, "study", study_report),
+    ResultKind("impact_analysis", impact_analysis_pb2.ImpactAnalysis, "analysis", impact_report),
 )
 
 

@@ -1,8 +1,7 @@
 """Every service this server offers, with the scope each method needs (docs/api.md), in one registry.
 
-``build_bindings`` returns one ``ServiceBinding`` per service. A service that is not built yet is bound to
-an ``UnimplementedServicer``, so the surface (reflection, health, auth) is already the production one;
-when it is built, its line changes to the real servicer.
+``build_bindings`` returns one ``ServiceBinding`` per service, and starts the background flows the services
+own (the automatic Underwriting flow; the re-optimiser starts with the optimisation service).
 """
 
 from __future__ import annotations
@@ -26,11 +25,12 @@ from server.jobs import JobRunner
 from server.observability import Metrics
 from server.integration.live_books import LiveBooks
 from server.integration.runtime import IntegrationRuntime
+from server.integration.underwriting_flow import UnderwritingFlow
 from server.services.events import EventService, add_event_service
+from server.services.impact import ImpactAnalysisService, ImpactAnalyzer
 from server.services.integration import IntegrationService
 from server.services.optimization import OptimizationService, optimizations
 from server.services.simulation import SimulationService
-from server.services.unimplemented import UnimplementedServicer
 from server.settings import Settings
 from server.store import Store
 from server.studies.service import StudyService
@@ -106,7 +106,30 @@ def binding(service: ServiceDescriptor, add_to_server: AddToServer, servicer: ob
     return ServiceBinding(service.full_name, add_to_server, servicer, SCOPES[service.full_name])
 
 
+def impact_analyzer(deps: ServiceDependencies) -> ImpactAnalyzer:
+    """The one analyzer of AnalyzeLoanImpact and the automatic Underwriting flow."""
+    integrations = deps.integrations
+    return ImpactAnalyzer(
+        deps.store.impact, deps.runner, LiveBooks(integrations.mirror, integrations.sync), integrations.reads,
+        integrations.outbox, integrations.bus.publish_engine_event, RunLimits.from_settings(deps.settings),
+    )
+
+
+def start_underwriting_flow(deps: ServiceDependencies, analyzer: ImpactAnalyzer) -> None:
+    """With integrations on and the flow enabled, analyse every submitted loan application in the background."""
+    settings, integrations = deps.settings, deps.integrations
+    portfolio_id = settings.impact_flow_portfolio_id or next(
+        (p.strip() for p in settings.integration_mirror_portfolios.split(",") if p.strip()), "")
+    if not settings.impact_flow_enabled or integrations.reads is None or not portfolio_id:
+        return
+    flow = UnderwritingFlow(integrations.bus, deps.store, integrations.reads, analyzer, portfolio_id=portfolio_id,
+                            paths=settings.impact_flow_paths)
+    deps.lifecycle.add_background_task(flow.run(), name="underwriting flow")
+
+
 def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
+    analyzer = impact_analyzer(deps)
+    start_underwriting_flow(deps, analyzer)
     simulations = SimulationService(
         deps.store.runs,
         deps.runner,
@@ -120,7 +143,7 @@ def build_bindings(deps: ServiceDependencies) -> list[ServiceBinding]:
         binding(
             IMPACT,
             impact_analysis_service_pb2_grpc.add_ImpactAnalysisServiceServicer_to_server,
-            UnimplementedServicer(IMPACT, "loan impact analysis is planned for a later issue"),
+            ImpactAnalysisService(analyzer),
         ),
         binding(
             OPTIMIZATION,

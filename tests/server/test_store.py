@@ -290,7 +290,7 @@ async def test_a_database_of_schema_2_gains_owners(tmp_path: Path) -> None:
     assert (old.owner, old.state, old.config, old.result, old.request_id) == ("", RunState.SUCCEEDED, b"\x01",
                                                                               b"\x02", "r")  # fmt: skip
     assert replayed == old
-    assert version == SCHEMA_VERSION == 6
+    assert version == SCHEMA_VERSION == 7
 
 
 async def test_the_data_directory_is_private_and_held_by_one_store(tmp_path: Path) -> None:

@@ -57,18 +57,27 @@ def chunks(config: SimulationConfig, parallelism: int | None = None) -> list[tup
 def chunk_plan(total: int, chunk_paths: int, parallelism: int) -> list[tuple[int, int]]:
     """A run that fits in one round of chunks is split evenly over the executor; a longer one starts with a
     small chunk per executor slot, so progress, paths/s and an ETA are known within a fraction of a second,
-    then goes on in chunks of ``chunk_paths`` rounded up to whole path blocks."""
+    then goes on in chunks of ``chunk_paths`` rounded up to whole path blocks. With several slots, the last
+    round is cut into two smaller chunks per slot, so the slots finish together instead of one idling while
+    another ends a full chunk."""
     size = -(-chunk_paths // BLOCK_PATHS) * BLOCK_PATHS
-    blocks = -(-total // BLOCK_PATHS)
     if total <= size * parallelism:
-        per_chunk = -(-blocks // min(parallelism, blocks)) * BLOCK_PATHS
-        return [(first, min(per_chunk, total - first)) for first in range(0, total, per_chunk)]
+        return _even(0, total, parallelism)
     plan, first = [], 0
     while first < total:
+        if parallelism > 1 and len(plan) >= parallelism and total - first <= size * parallelism:
+            return plan + _even(first, total - first, 2 * parallelism)
         n = min(size if len(plan) >= parallelism else min(size, FIRST_CHUNK_PATHS), total - first)
         plan.append((first, n))
         first += n
     return plan
+
+
+def _even(start: int, paths: int, parts: int) -> list[tuple[int, int]]:
+    """``paths`` from ``start`` in at most ``parts`` chunks of whole path blocks, as equal as blocks allow."""
+    blocks = -(-paths // BLOCK_PATHS)
+    per_chunk = -(-blocks // min(parts, blocks)) * BLOCK_PATHS
+    return [(start + offset, min(per_chunk, paths - offset)) for offset in range(0, paths, per_chunk)]
 
 
 def book_for(config: SimulationConfig) -> LoanBook:

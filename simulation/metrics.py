@@ -254,9 +254,13 @@ def fan_chart(series: ArrayLike, quantiles: tuple[float, ...] = FAN_CHART_QUANTI
     if paths.ndim != 2:
         raise ValueError(f"series must be (paths, periods), got shape {paths.shape}")
     bands = np.full((len(quantiles), paths.shape[1]), np.nan)
-    has_value = ~np.all(np.isnan(paths), axis=0)
-    if has_value.any():
-        bands[:, has_value] = np.nanpercentile(paths[:, has_value], quantiles, axis=0)
+    missing = np.isnan(paths)
+    complete = ~missing.any(axis=0)  # numpy's plain percentile is vectorised, its NaN-aware one is not
+    partial = ~complete & ~missing.all(axis=0)
+    if complete.any():
+        bands[:, complete] = np.percentile(paths[:, complete], quantiles, axis=0)
+    if partial.any():
+        bands[:, partial] = np.nanpercentile(paths[:, partial], quantiles, axis=0)
     return bands
 
 

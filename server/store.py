@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from server import page_tokens
 from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -737,7 +737,19 @@ def _select_request(
     row = connection.execute(query, (owner, request_id)).fetchone()
     if row is None:
         return None
-    existing = _run(row)
+    return _first_use(_run(row), request_id, request_hash)
+
+
+class _Requested(Protocol):
+    request_hash: str | None
+
+
+RecordT = TypeVar("RecordT", bound=_Requested)
+
+
+def _first_use(existing: RecordT, request_id: str, request_hash: str | None) -> RecordT:
+    """The record ``request_id`` was first used for, if this is the same request (AIP-155); otherwise
+    REQUEST_ID_REUSED."""
     if request_hash and existing.request_hash and request_hash != existing.request_hash:
         raise InvalidArgument(
             f"request_id {request_id} was already used with a different request.",
@@ -1114,15 +1126,7 @@ def _select_study_request(connection: sqlite3.Connection, owner: str, request_id
                              (owner, request_id)).fetchone()
     if row is None:
         return None
-    existing = _study(row)
-    if request_hash and existing.request_hash and request_hash != existing.request_hash:
-        raise InvalidArgument(
-            f"request_id {request_id} was already used with a different request.",
-            [("request_id", "already used with a different request")],
-            reason="REQUEST_ID_REUSED",
-            metadata={"request_id": request_id},
-        )
-    return existing
+    return _first_use(_study(row), request_id, request_hash)
 
 
 # --- Impact analyses ---------------------------------------------------------------------------
@@ -1188,12 +1192,4 @@ def _select_impact_request(connection: sqlite3.Connection, owner: str, request_i
                              (owner, request_id)).fetchone()
     if row is None:
         return None
-    existing = _impact(row)
-    if request_hash and existing.request_hash and request_hash != existing.request_hash:
-        raise InvalidArgument(
-            f"request_id {request_id} was already used with a different request.",
-            [("request_id", "already used with a different request")],
-            reason="REQUEST_ID_REUSED",
-            metadata={"request_id": request_id},
-        )
-    return existing
+    return _first_use(_impact(row), request_id, request_hash)

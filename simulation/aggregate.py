@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from . import metrics
@@ -18,6 +20,7 @@ from .streams import Purpose, generator
 CONFIDENCE_LEVELS = (0.95, 0.99)
 HEADLINE = "lp_net_irr"
 BOOTSTRAP_REPLICATES = 100
+BOOTSTRAP_THREADS = 2  # a replicate's figures depend on its own row alone, so the split changes no number
 BOOTSTRAP_BATCH_VALUES = 2_000_000  # resampled values held at once per metric: bounds memory at any path count
 
 
@@ -35,10 +38,14 @@ def risk_metrics(config: SimulationConfig, lp_irr: np.ndarray, lp_moic: np.ndarr
     rng = generator(config.monte_carlo.seed, Purpose.BOOTSTRAP)
     batch = max(1, BOOTSTRAP_BATCH_VALUES // max(len(values) for values in clean.values()))
     batches = []
-    for start in range(0, BOOTSTRAP_REPLICATES, batch):
-        replicates = min(batch, BOOTSTRAP_REPLICATES - start)
-        batches.append(_risk_figures(config, **{
-            name: values[rng.integers(0, len(values), (replicates, len(values)))] for name, values in clean.items()}))
+    with ThreadPoolExecutor(BOOTSTRAP_THREADS) as threads:  # sorting and partitioning release the GIL
+        for start in range(0, BOOTSTRAP_REPLICATES, batch):
+            replicates = min(batch, BOOTSTRAP_REPLICATES - start)
+            resampled = {name: values[rng.integers(0, len(values), (replicates, len(values)))]
+                         for name, values in clean.items()}
+            halves = np.array_split(np.arange(replicates), min(BOOTSTRAP_THREADS, replicates))
+            batches += threads.map(lambda rows: _risk_figures(
+                config, **{name: values[rows] for name, values in resampled.items()}), halves)
     spread = {name: np.concatenate([figures[name] for figures in batches]) for name in point}
     return _risk_metrics({name: float(values[0]) for name, values in point.items()},
                          standard_errors=_risk_metrics({name: _standard_error(values)

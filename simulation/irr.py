@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import brentq
 
@@ -237,30 +238,43 @@ def _changes_sign_once(flows: NDArray[np.float64]) -> NDArray[np.bool_]:
 def _newton(
     flows: NDArray[np.float64], t: NDArray[np.float64]
 ) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
-    """Newton's method on the log growth ``s = ln(1 + r)`` for every row at once.
+    """Newton's method on the log growth ``s = ln(1 + r)`` for every row, row by row in a compiled loop.
 
     Starts at the MOIC-implied rate; a row has converged when its NPV is within ``_NEWTON_NPV_RTOL``
     of its gross discounted flows, and then takes one more step. Returns ``(converged, rates)``.
     """
     offsets = t - t.min()
-    lowest, highest = _SCAN_LOG_GROWTH[0], _SCAN_LOG_GROWTH[-1]
     log_growth = np.log1p(_moic_implied_rate(flows, t))
-    converged = np.zeros(flows.shape[0], dtype=bool)
-    active = np.arange(flows.shape[0])
-    for _ in range(_NEWTON_MAX_ITERATIONS):
-        if active.size == 0:
-            break
-        discounted = _discounted(flows[active], offsets, log_growth[active])
-        value = discounted.sum(axis=-1)
-        slope = -(discounted * offsets).sum(axis=-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            stepped = log_growth[active] - value / slope
-        settled = np.abs(value) <= _NEWTON_NPV_RTOL * np.abs(discounted).sum(axis=-1)
-        in_bracket = (stepped >= lowest) & (stepped <= highest)
-        log_growth[active] = np.clip(stepped, lowest, highest)
-        converged[active[settled & in_bracket]] = True
-        active = active[~settled & np.isfinite(stepped)]
+    converged = _newton_rows(np.ascontiguousarray(flows), offsets, log_growth, _SCAN_LOG_GROWTH[0],
+                             _SCAN_LOG_GROWTH[-1], _NEWTON_NPV_RTOL, _NEWTON_MAX_ITERATIONS)
     return converged, np.expm1(log_growth)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _newton_rows(flows, offsets, log_growth, lowest, highest, rtol, max_iterations):
+    """Iterate each row's ``log_growth`` in place; months without a flow add nothing and are skipped."""
+    n_rows, n_times = flows.shape
+    converged = np.zeros(n_rows, dtype=np.bool_)
+    for row in range(n_rows):
+        s = log_growth[row]
+        for _ in range(max_iterations):
+            value, slope, gross = 0.0, 0.0, 0.0
+            for k in range(n_times):
+                flow = flows[row, k]
+                if flow != 0.0:
+                    discounted = flow * np.exp(-s * offsets[k])
+                    value += discounted
+                    slope -= discounted * offsets[k]
+                    gross += abs(discounted)
+            stepped = s - value / slope
+            settled = abs(value) <= rtol * gross
+            s = stepped if np.isnan(stepped) else min(max(stepped, lowest), highest)
+            if settled and lowest <= stepped <= highest:
+                converged[row] = True
+            if settled or not np.isfinite(stepped):
+                break
+        log_growth[row] = s
+    return converged
 
 
 def _irr_by_scan(

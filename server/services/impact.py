@@ -11,7 +11,6 @@ stored analysis and stores, pushes and publishes nothing again; the same id with
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from equihome.impact.v1 import impact_analysis_pb2, impact_analysis_service_pb2_
 from equihome.impact.v1 import impact_analysis_service_pb2 as service_pb2
 from equihome.simulation.v1 import simulation_config_pb2
 from equihome.type.v1 import zone_pb2
-from server import errors
+from server import errors, request_fields
 from server.admission import RunLimits, check_bounds, served, too_costly
 from server.auth import current_principal
 from server.integration.errors import service_error
@@ -97,7 +96,7 @@ class ImpactAnalyzer:
     ) -> Analysed:
         check_application(request)
         request_id = request.request_id or None  # a UUID: ``check_application``
-        request_hash = _request_hash(request) if request_id else None
+        request_hash = request_fields.request_fingerprint(request) if request_id else None
         if request_id is not None:
             existing = await self._analyses.find_request(owner, request_id, request_hash)
             if existing is not None:
@@ -230,12 +229,6 @@ def _push(analysis: impact_analysis_pb2.ImpactAnalysis) -> tuple[pushes.Push | N
         return None, errors.to_status(error)
     return push, status_pb2.Status(code=code_pb2.OK, message="queued for delivery to Underwriting")
 
-
-def _request_hash(request: service_pb2.AnalyzeLoanImpactRequest) -> str:
-    body = service_pb2.AnalyzeLoanImpactRequest()
-    body.CopyFrom(request)
-    body.ClearField("request_id")
-    return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
 
 
 class ImpactAnalysisService(impact_analysis_service_pb2_grpc.ImpactAnalysisServiceServicer):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import uuid
@@ -36,7 +35,7 @@ import grpc
 from equihome.events.v1 import event_pb2
 from equihome.simulation.v1 import simulation_config_pb2, simulation_pb2, simulation_service_pb2 as service_pb2
 from equihome.simulation.v1 import simulation_service_pb2_grpc
-from server import errors
+from server import errors, request_fields
 from server.admission import RunLimits, admit, check_bounds, served
 from server.app import Lifecycle
 from server.auth import Principal, current_principal
@@ -75,8 +74,6 @@ RUN_MAX_PATHS = 20_000  # RunSimulation's limit (docs/api.md)
 RUN_TIMEOUT_WITHOUT_DEADLINE_S = 60.0  # callers should set a deadline; this bounds those that do not
 DEADLINE_MARGIN_S = 0.1  # answer just before the caller's deadline, so it learns the reason
 FULL_VIEW_KEEPS_PATHS_UP_TO = 25_000  # jobs this small keep per-path values for the FULL view
-MIN_UPDATE_INTERVAL_S = 0.1
-DEFAULT_UPDATE_INTERVAL_S = 1.0
 CACHED_VIEW_BYTES = 64 * 1024 * 1024  # finished runs' ready responses kept in memory
 ADMISSION_THREADS = 2  # configs admitted at once; more wait (each caller's unary budget bounds the wait)
 NAME_PATTERN = re.compile(r"simulations/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -170,7 +167,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
     ) -> service_pb2.CreateSimulationResponse:
         caller = _caller()
         sent = request.simulation
-        request_id = _request_id(request.request_id)
+        request_id = request_fields.request_id(request.request_id)
         prepared = await self._prepare(
             sent.config, sent.portfolio_id, "simulation", display_name=sent.display_name,
             request=request if request_id else None,
@@ -251,7 +248,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
     ) -> AsyncIterator[service_pb2.WatchSimulationResponse]:
         name = _name(request.name)
         view = _view_or(request.view, SUMMARY)
-        interval = _update_interval(request)
+        interval = request_fields.update_interval(request)
         async for snapshot in self._lifecycle.until_shutdown(self._watch(name, view, interval, _caller())):
             yield snapshot
 
@@ -330,7 +327,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
                 display_name=display_name, portfolio_id=portfolio_id, config_sent=sent, config=config,
                 book_snapshot=live.snapshot if live else None,
             )  # fmt: skip
-            request_hash = _request_hash(request) if request is not None else None
+            request_hash = request_fields.request_fingerprint(request) if request is not None else None
             return Prepared(config, spec, spec.SerializeToString(), request_hash)
 
         return await loop.run_in_executor(self._admission, work)
@@ -516,37 +513,7 @@ def _visible(record: RunRecord, caller: Principal) -> RunRecord:
     raise simulation_not_found(record.name)
 
 
-def _request_id(request_id: str) -> str | None:
-    if not request_id:
-        return None
-    try:
-        uuid.UUID(request_id)
-    except ValueError:
-        raise errors.InvalidArgument(
-            "request_id must be a UUID.", [("request_id", "must be a UUID")], reason="FIELD_INVALID"
-        ) from None
-    return request_id
 
-
-def _request_hash(request: service_pb2.CreateSimulationRequest) -> str:
-    """Fingerprint of everything in the request but its ``request_id``."""
-    body = service_pb2.CreateSimulationRequest()
-    body.CopyFrom(request)
-    body.ClearField("request_id")
-    return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
-
-
-def _update_interval(request: service_pb2.WatchSimulationRequest) -> float:
-    if not request.HasField("min_update_interval"):
-        return DEFAULT_UPDATE_INTERVAL_S
-    seconds = request.min_update_interval.ToNanoseconds() / 1e9
-    if seconds < MIN_UPDATE_INTERVAL_S:
-        raise errors.InvalidArgument(
-            "min_update_interval must be at least 100 ms.",
-            [("min_update_interval", "at least 100 ms")],
-            reason="FIELD_INVALID",
-        )
-    return seconds
 
 
 def _job(config: SimulationConfig, keep_paths: bool) -> SimulationJob:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import uuid
@@ -30,7 +29,7 @@ from equihome.events.v1 import event_pb2
 from equihome.study.v1 import study_pb2 as pb
 from equihome.study.v1 import study_service_pb2 as service_pb2
 from equihome.study.v1 import study_service_pb2_grpc
-from server import errors
+from server import errors, request_fields
 from server.admission import RunLimits
 from server.app import Lifecycle
 from server.auth import Principal, current_principal
@@ -48,8 +47,6 @@ MAX_DISPLAY_NAME_CHARS = 200
 UNARY_MAX_PATH_RUNS = 100_000  # RunStressTest / RunSensitivity: paths x runs (docs/api.md)
 UNARY_TIMEOUT_WITHOUT_DEADLINE_S = 60.0
 DEADLINE_MARGIN_S = 0.1
-MIN_UPDATE_INTERVAL_S = 0.1
-DEFAULT_UPDATE_INTERVAL_S = 1.0
 PURGE_INTERVAL = timedelta(hours=1)
 ADMISSION_THREADS = 2
 
@@ -101,7 +98,7 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
     async def CreateStudy(self, request: service_pb2.CreateStudyRequest,
                           context: grpc.aio.ServicerContext) -> service_pb2.CreateStudyResponse:
         caller = _caller()
-        request_id = _request_id(request.request_id)
+        request_id = request_fields.request_id(request.request_id)
         sent = request.study
         if len(sent.display_name) > MAX_DISPLAY_NAME_CHARS:
             raise errors.InvalidArgument(
@@ -113,7 +110,7 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
         if request.validate_only:
             spec.state = Study.STATE_PENDING
             return service_pb2.CreateStudyResponse(study=spec)
-        request_hash = _request_hash(request) if request_id else None
+        request_hash = request_fields.request_fingerprint(request) if request_id else None
         if request_id is not None:
             existing = await self._studies.find_request(caller.subject, request_id, request_hash)
             if existing is not None:
@@ -160,7 +157,7 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
     async def WatchStudy(self, request: service_pb2.WatchStudyRequest,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[service_pb2.WatchStudyResponse]:
         name = _name(request.name)
-        interval = _update_interval(request)
+        interval = request_fields.update_interval(request)
         record = await self._visible(name, _caller())
         async for snapshot in self._lifecycle.until_shutdown(self._watch(record, interval)):
             yield snapshot
@@ -411,32 +408,7 @@ def _name(name: str) -> str:
     return name
 
 
-def _request_id(request_id: str) -> str | None:
-    if not request_id:
-        return None
-    try:
-        uuid.UUID(request_id)
-    except ValueError:
-        raise errors.InvalidArgument("request_id must be a UUID.", [("request_id", "must be a UUID")],
-                                     reason="FIELD_INVALID") from None
-    return request_id
 
-
-def _request_hash(request: service_pb2.CreateStudyRequest) -> str:
-    body = service_pb2.CreateStudyRequest()
-    body.CopyFrom(request)
-    body.ClearField("request_id")
-    return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
-
-
-def _update_interval(request: service_pb2.WatchStudyRequest) -> float:
-    if not request.HasField("min_update_interval"):
-        return DEFAULT_UPDATE_INTERVAL_S
-    seconds = request.min_update_interval.ToNanoseconds() / 1e9
-    if seconds < MIN_UPDATE_INTERVAL_S:
-        raise errors.InvalidArgument("min_update_interval must be at least 100 ms.",
-                                     [("min_update_interval", "at least 100 ms")], reason="FIELD_INVALID")
-    return seconds
 
 
 def _time_budget(context: grpc.aio.ServicerContext) -> float:

@@ -884,15 +884,17 @@ class OptimizationStore:
 
         await self._store.call(work)
 
-    async def mark_sent(self, optimization_id: str, queue: Callable[[sqlite3.Connection], bytes]) -> None:
+    async def mark_sent(self, optimization_id: str, portfolio_id: str,
+                        queue: Callable[[sqlite3.Connection], bytes]) -> None:
         """In one transaction: ``queue(connection)`` queues the pushes and returns the optimisation's new body
-        (with its deliveries), which is stored, and the optimisation is marked sent."""
+        (with its deliveries), which is stored, and the optimisation is marked sent for ``portfolio_id``."""
 
         def work(connection: sqlite3.Connection) -> None:
             with transaction(connection):
                 body = queue(connection)
-                connection.execute("UPDATE optimizations SET sent = 1, body = ? WHERE optimization_id = ?",
-                                   (body, optimization_id))
+                connection.execute(
+                    "UPDATE optimizations SET sent = 1, body = ?, portfolio_id = ? WHERE optimization_id = ?",
+                    (body, portfolio_id, optimization_id))
 
         await self._store.call(work)
 

@@ -238,14 +238,19 @@ def morris_design(config: SimulationConfig, parameters: Sequence[str], relative_
     return sample, configs, problem
 
 
+class SensitivityUnanswerable(ValueError):
+    """The sensitivity asked for cannot be computed on this fund (found only while it runs)."""
+
+
 def _moved(config: SimulationConfig, parameters: Sequence[str], factors: np.ndarray) -> SimulationConfig:
     data = config
     try:
         for name, factor in zip(parameters, factors):
             data, _ = scaled(data, PARAMETERS[name], float(factor))
     except ConfigError as error:
-        raise ValueError(f"parameters: the combination {dict(zip(parameters, factors.round(3).tolist()))} "
-                         f"gives an invalid config ({error}); use a smaller relative_change") from None
+        combination = dict(zip(parameters, factors.round(3).tolist()))
+        raise SensitivityUnanswerable(f"parameters: the combination {combination} gives an invalid config ({error}); "
+                                      "use a smaller relative_change") from None
     return data
 
 
@@ -260,7 +265,7 @@ def morris(config: SimulationConfig, parameters: Sequence[str] = DEFAULT_PARAMET
     y = np.array([_mean(r.scalars[metric])
                   for r in runs(configs, progress=progress, cancelled=cancelled, executor=executor)])
     if not np.isfinite(y).all():
-        raise ValueError(f"metric: {metric} has no finite mean on some sample points")
+        raise SensitivityUnanswerable(f"metric: {metric} has no finite mean on some sample points")
     analysis = morris_analyze.analyze(problem, sample, y, num_levels=MORRIS_LEVELS,
                                       seed=config.monte_carlo.seed % 2**32)
     effects = [MorrisEffect(name, float(analysis["mu"][i]), float(analysis["mu_star"][i]),

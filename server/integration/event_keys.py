@@ -61,10 +61,11 @@ def event_key(event: event_pb2.Event) -> EventKey:
 
 
 def _owner(case: str, payload: object) -> str | None:
-    """A simulation's owner; an optimisation's owner, or None (everyone's) for an automatic one."""
+    """A simulation's owner; an optimisation's or impact analysis's owner, or None (everyone's) for an automatic
+    one."""
     if case in OWNED_EVENTS:
         return payload.owner  # type: ignore[attr-defined]
-    if case == "optimization_completed":
+    if case in ("optimization_completed", "impact_analysis_completed"):
         return payload.owner or None  # type: ignore[attr-defined]
     return None
 

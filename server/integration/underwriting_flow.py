@@ -23,24 +23,34 @@ import logging
 import sqlite3
 import uuid
 
-from adapters.errors import UpstreamError
+from adapters.errors import (
+    CircuitOpen,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
 from equihome.events.v1 import event_pb2, event_service_pb2
 from equihome.impact.v1 import impact_analysis_service_pb2 as service_pb2
 from server import errors
 from server.integration.bus import Delivery, EventBus
 from server.integration.event_keys import EventFilter
 from server.integration.reads import IntegrationReads
-from server.services.impact import ImpactAnalyzer
+from server.services.impact import FLOW_OWNER, ImpactAnalyzer
 from server.store import Store, transaction
 
 log = logging.getLogger(__name__)
 
-FLOW_OWNER = "system:underwriting-flow"
 REQUEST_IDS = uuid.UUID("6f0c1d52-7b51-4f5e-9a36-0d7c2f1e8a10")  # namespace of the flow's request ids
 ANALYSIS_BUDGET_S = 300.0
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # then every 30 s
 IDLE_POLL_S = 5.0  # the bus wakes the flow; this only bounds a missed wake-up
-RETRIED = (UpstreamError, errors.Unavailable, errors.ResourceExhausted, errors.DeadlineExceeded)
+# Underwriting or the engine's queue is busy or down: wait as long as it takes, the next application needs it too.
+WAITED_OUT = (UpstreamUnavailable, UpstreamRateLimited, CircuitOpen, UpstreamAuthFailed, errors.ResourceExhausted)
+# The analysis itself failed or ran out of time: a few more tries, then the application is skipped (logged), so
+# one application cannot hold up every later one.
+RETRIED = (errors.Unavailable, errors.DeadlineExceeded)
+MAX_ANALYSIS_ATTEMPTS = 3
 
 
 def request_id_for(loan_id: str) -> str:
@@ -81,7 +91,7 @@ class UnderwritingFlow:
                 for delivery in deliveries:
                     loan_id = _application(delivery)
                     if loan_id is not None:
-                        await self._analyse(loan_id)
+                        await self._analyse_or_skip(loan_id)
                     cursor = delivery.cursor
                     await self._save_cursor(cursor)
                 if not deliveries:
@@ -91,6 +101,16 @@ class UnderwritingFlow:
                         pass
         finally:
             self._bus.detach(subscriber)
+
+    async def _analyse_or_skip(self, loan_id: str) -> None:
+        """Analyse one application; a failure nobody foresaw is logged and the flow goes on to the next one."""
+        try:
+            await self._analyse(loan_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("loan application %s skipped: its analysis failed unexpectedly", loan_id,
+                          extra={"loan_id": loan_id})
 
     async def _analyse(self, loan_id: str) -> None:
         attempt = 0
@@ -110,8 +130,13 @@ class UnderwritingFlow:
                     extra={"loan_id": loan_id, "analysis_id": done.record.analysis_id, "new": done.created},
                 )
                 return
-            except RETRIED as error:
-                delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
+            except (*WAITED_OUT, *RETRIED) as error:
+                attempt += 1
+                if isinstance(error, RETRIED) and attempt >= MAX_ANALYSIS_ATTEMPTS:
+                    log.error("loan application %s skipped after %d failed analyses (%s)", loan_id, attempt,
+                              type(error).__name__, extra={"loan_id": loan_id})
+                    return
+                delay = RETRY_DELAYS_S[min(attempt - 1, len(RETRY_DELAYS_S) - 1)]
                 log.warning(
                     "loan application %s not analysed yet (%s); retrying in %.1f s",
                     loan_id,
@@ -119,8 +144,11 @@ class UnderwritingFlow:
                     delay,
                     extra={"loan_id": loan_id},
                 )
-                attempt += 1
                 await asyncio.sleep(delay)
+            except UpstreamError as error:  # Underwriting's own answer about this loan (not found, invalid…)
+                log.warning("loan application %s cannot be read: %s", loan_id, type(error).__name__,
+                            extra={"loan_id": loan_id})
+                return
             except errors.ServiceError as error:
                 fields = "; ".join(f"{f}: {m}" for f, m in getattr(error, "field_violations", []))
                 log.warning(

@@ -21,7 +21,7 @@ from simulation.impact import Applicant, CandidateLoan, ImpactResult, Policy
 
 MIN_PATHS, MAX_PATHS, DEFAULT_PATHS = 100, 5_000, 500
 MAX_MONEY = 1e10  # one property or loan, fund currency
-LTV_TOLERANCE = 1e-4
+LTV_TOLERANCE = 0.005  # the LTV sent may be rounded (the guide shows 0.5); amount / value is what counts
 ZONE_CODES = {zone_pb2.ZONE_GREEN: 0, zone_pb2.ZONE_ORANGE: 1, zone_pb2.ZONE_RED: 2}
 ZONE_ENUMS = {index: code for code, index in ZONE_CODES.items()}
 DECISIONS = {
@@ -134,7 +134,7 @@ def _application_violations(request: service_pb2.AnalyzeLoanImpactRequest) -> An
     elif not (math.isfinite(amount) and 0.0 < amount < value):
         yield f"{path}.requested_loan_amount", "must be a number in (0, property_value)"
     elif app.HasField("requested_ltv") and not abs(app.requested_ltv - amount / value) <= LTV_TOLERANCE:
-        yield f"{path}.requested_ltv", "must equal requested_loan_amount / property_value within 1e-4"
+        yield f"{path}.requested_ltv", "must equal requested_loan_amount / property_value within 0.005"
     if app.property_zone not in ZONE_CODES and not app.property_id:
         yield (
             f"{path}.property_zone",
@@ -324,8 +324,10 @@ def _metrics(values: dict[str, float]) -> metrics_pb2.PortfolioMetrics:
     )
 
 
-def completed_event(analysis: pb.ImpactAnalysis) -> event_pb2.ImpactAnalysisCompleted:
+def completed_event(analysis: pb.ImpactAnalysis, owner: str) -> event_pb2.ImpactAnalysisCompleted:
+    """The event of ``analysis``, for ``owner`` alone ("" = every subscriber)."""
     return event_pb2.ImpactAnalysisCompleted(
+        owner=owner,
         analysis_id=analysis.analysis_id,
         loan_id=analysis.loan_id,
         portfolio_id=analysis.portfolio_id,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import grpc
@@ -56,6 +56,14 @@ DEADLINE_MARGIN_S = 0.1
 ANALYSIS_RUNS = 3  # work of an analysis in plain runs: the base, an exact candidate, counter-offer trials
 
 Publish = Callable[[event_pb2.ImpactAnalysisCompleted], None]
+
+
+FLOW_OWNER = "system:underwriting-flow"  # the owner of the automatic Underwriting flow's analyses
+
+
+def public_owner(owner: str) -> str:
+    """Whom an analysis's event is for: its caller, or every subscriber ("") for the automatic flow's."""
+    return "" if owner == FLOW_OWNER else owner
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ class ImpactAnalyzer:
         if created:
             if push is not None:
                 self._outbox.notify()
-            self._publish(completed_event(analysis))
+            self._publish(completed_event(analysis, public_owner(owner)))
         return Analysed(stored, created)
 
     async def _fund(self, request: service_pb2.AnalyzeLoanImpactRequest) -> tuple[SimulationConfig, int]:
@@ -209,10 +217,15 @@ def _analysis_failed(loan_id: str) -> errors.ServiceError:
 
 
 def _check_cost(config: SimulationConfig, limits: RunLimits) -> None:
-    """The base is kept whole in the worker (every path in flight at once); an analysis costs a few runs."""
+    """The base is kept whole in the worker (every path in flight at once) beside the candidate's run and, on
+    the exact path, a second whole run; an analysis costs a few runs. The request's ``paths`` set the paths."""
     estimate = cost.estimate(config, chunk_paths=config.monte_carlo.paths, parallelism=1)
-    if estimate.peak_bytes > limits.worker_memory_bytes or ANALYSIS_RUNS * estimate.work > limits.max_work:
-        raise too_costly(estimate, limits, "base_config")
+    held = ANALYSIS_RUNS * estimate.peak_bytes
+    if held > limits.worker_memory_bytes or ANALYSIS_RUNS * estimate.work > limits.max_work:
+        refused = too_costly(replace(estimate, peak_bytes=held), limits, "base_config")
+        refused.field_violations = [("paths" if field == "base_config.monte_carlo.paths" else field, why)
+                                    for field, why in refused.field_violations]
+        raise refused
 
 
 def _push(analysis: impact_analysis_pb2.ImpactAnalysis) -> tuple[pushes.Push | None, status_pb2.Status]:

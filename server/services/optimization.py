@@ -80,7 +80,7 @@ class Optimizations:
         field named when out of bounds, invalid or too costly."""
         check_request(request)
         sent = request.base_config
-        if request.portfolio_id and not sent.book.loans:
+        if request.portfolio_id:
             await asyncio.to_thread(check_bounds, sent, "base_config")
             live = await self._books.config(request.portfolio_id, sent, "base_config", "portfolio_id")
             config = live.config
@@ -202,7 +202,7 @@ class Optimizations:
             return sent.SerializeToString()
 
         try:
-            await self._store.mark_sent(optimization.optimization_id, queue)
+            await self._store.mark_sent(optimization.optimization_id, portfolio_id, queue)
         except PushKeyReused:
             raise errors.InvalidArgument(
                 f"Optimisation {optimization.optimization_id} was sent before with another payload.",
@@ -252,6 +252,13 @@ class OptimizationService(optimization_service_pb2_grpc.OptimizationServiceServi
         if bad:
             raise errors.InvalidArgument("The destinations are invalid.", bad, reason="FIELD_INVALID")
         optimization = await self.optimizations.get(request.optimization_id, _caller())
+        if optimization.portfolio_id and request.portfolio_id not in ("", optimization.portfolio_id):
+            raise errors.FailedPrecondition(
+                f"Optimisation {optimization.optimization_id} is of portfolio {optimization.portfolio_id}; its "
+                "recommendation cannot be sent for another one.",
+                reason="RECOMMENDATION_SENT_ELSEWHERE",
+                metadata={"portfolio_id": optimization.portfolio_id},
+            )
         portfolio_id = request.portfolio_id or optimization.portfolio_id
         if not portfolio_id:
             raise errors.InvalidArgument(

@@ -26,6 +26,7 @@ from server.workers import JobReporter
 from simulation import cost, engine
 from simulation.config import SimulationConfig
 from simulation.optimize.spec import simulation_runs
+from simulation.sensitivity import SensitivityUnanswerable
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,12 @@ def _optimization_runs(request: optimization_pb.OptimizeAllocationRequest, confi
     return simulation_runs(config, optimizer_request(request, config))
 
 
+def sensitivity_refusal(failure: Exception) -> ServiceError | None:
+    if isinstance(failure, SensitivityUnanswerable):
+        return FailedPrecondition(f"The sensitivity cannot be computed: {failure}.", reason="SENSITIVITY_UNANSWERABLE")
+    return None
+
+
 def optimization_refusal(failure: Exception) -> ServiceError | None:
     if isinstance(failure, OptimizationFailed):
         return FailedPrecondition(f"No allocation satisfies the request: {failure}.", reason=failure.reason)
@@ -133,7 +140,7 @@ def optimization_refusal(failure: Exception) -> ServiceError | None:
 
 KINDS: dict[str, StudyKind] = {kind.name: kind for kind in (
     StudyKind("stress_test", pb.StressTestResult, admit_stress_test, run_stress_test),
-    StudyKind("sensitivity", pb.SensitivityResult, admit_sensitivity, run_sensitivity),
+    StudyKind("sensitivity", pb.SensitivityResult, admit_sensitivity, run_sensitivity, sensitivity_refusal),
     StudyKind("optimization", optimization_pb.OptimizeAllocationResponse, admit_optimization, run_optimization,
               optimization_refusal),
 )}

@@ -211,6 +211,9 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
         except errors.ServiceError:
             raise
         except Exception as failure:
+            refused = kind.refusal(failure) if kind.refusal is not None else None
+            if refused is not None:
+                raise refused from None
             log.error("unary study failed", exc_info=failure)
             raise study_failed() from failure
         finally:

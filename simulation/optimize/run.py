@@ -151,10 +151,18 @@ def optimize(
         work.add(n_paths)
         return replace(point, resimulated=engine_metrics(result), result=result)
 
+    def resimulated_once(point: Point | None) -> Point | None:
+        """A key point re-simulated, unless it is the recommendation's allocation, already run (its share of
+        the work is then counted done, as is an absent point's)."""
+        if point is None or _same_allocation(point, recommended):
+            work.add(n_paths)
+            return None if point is None else replace(point, resimulated=recommended.resimulated,
+                                                      result=recommended.result)
+        return resimulated(point)
+
     recommended = resimulated(recommended)
     if request.resimulate_key_points:
-        current, min_risk = resimulated(current), resimulated(min_risk)
-        max_sharpe = None if max_sharpe is None else resimulated(max_sharpe)
+        current, min_risk, max_sharpe = (resimulated_once(p) for p in (current, min_risk, max_sharpe))
     return Outcome(
         recommendation=recommended,
         current=current,
@@ -167,6 +175,11 @@ def optimize(
         dropped_paths=paths.dropped_paths,
         objective=request.objective,
     )
+
+
+def _same_allocation(point: Point, other: Point) -> bool:
+    return (np.array_equal(point.solution.zone_weights, other.solution.zone_weights)
+            and point.solution.region_weights == other.solution.region_weights)
 
 
 def _max_sharpe(model: AllocationModel, measured: Callable[[Solution], Point]) -> Point | None:

@@ -19,7 +19,7 @@ from equihome.integration.v1.integration_service_pb2_grpc import IntegrationServ
 from equihome.simulation.v1 import simulation_service_pb2
 from equihome.type.v1 import loan_pb2, zone_pb2
 from server import impact_cli
-from server.auth import SCOPES, issue_dev_token
+from server.auth import ADMIN_SCOPE, SCOPES, issue_dev_token
 from tests.service.conftest import Service, bearer, refusal, running, seed_portfolio, small_book, small_config
 
 PATHS = 200
@@ -99,6 +99,8 @@ async def test_analysis_matches_a_plain_run_and_is_stored_once(service: Service)
     events = await events_of(service, service.auth())
     assert [e.analysis_id for e in events] == [analysis.analysis_id]
     assert events[0].lp_net_irr_delta == delta.delta
+    someone_else = bearer(issue_dev_token(service.data_dir, [s for s in SCOPES if s != ADMIN_SCOPE], subject="eve"))
+    assert await events_of(service, someone_else) == []  # another caller's loan and decision stay private
 
     reused = await refusal(
         stub.AnalyzeLoanImpact(request(request_id=request_id, paths=300), metadata=service.auth(), timeout=60)
@@ -144,7 +146,7 @@ async def test_every_bad_field_is_named(service: Service) -> None:
         stub.AnalyzeLoanImpact(request(base_config=huge, paths=5000), metadata=service.auth(), timeout=30)
     )
     assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "RUN_TOO_COSTLY")
-    assert "base_config.monte_carlo.paths" in {v.field for v in details.bad_request.field_violations}
+    assert "paths" in {v.field for v in details.bad_request.field_violations}  # what sets them here
 
 
 async def test_live_book_and_the_push_to_underwriting(settings, tmp_path) -> None:

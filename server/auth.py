@@ -81,6 +81,14 @@ INSECURE_PRINCIPAL = Principal("anonymous (auth disabled)", frozenset(SCOPES))
 current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
 
 
+def authenticated_caller() -> Principal:
+    """The caller of the current RPC, as the auth interceptor verified it."""
+    principal = current_principal.get()
+    if principal is None:
+        raise RuntimeError("no authenticated caller: the service runs behind the auth interceptor")
+    return principal
+
+
 def _invalid(message: str, **metadata: str) -> Unauthenticated:
     return Unauthenticated(message, reason="TOKEN_INVALID", metadata=metadata)
 

@@ -12,6 +12,7 @@ from equihome.events.v1 import event_pb2
 from equihome.impact.v1 import impact_analysis_pb2 as pb
 from equihome.impact.v1 import impact_analysis_service_pb2 as service_pb2
 from equihome.type.v1 import guardrail_pb2, metrics_pb2, zone_pb2
+from server import request_fields
 from server.errors import InvalidArgument
 from server.mapping.live_book import UNASSIGNED_REGION
 from server.mapping.result import seconds_to_duration
@@ -152,19 +153,12 @@ def _application_violations(request: service_pb2.AnalyzeLoanImpactRequest) -> An
         yield "appreciation_share", "must lie in [0, 1]"
     if request.HasField("origination_month") and request.origination_month < 0:
         yield "origination_month", "must be >= 0"
-    if request.request_id and not _is_uuid(request.request_id):
+    if request.request_id and not request_fields.is_uuid(request.request_id):
         yield "request_id", "must be a UUID"
     if request.method not in (pb.IMPACT_METHOD_UNSPECIFIED, pb.IMPACT_METHOD_FAST, pb.IMPACT_METHOD_EXACT):
         yield "method", "unknown value"
     yield from _policy_violations(request.policy)
 
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _policy_violations(policy: pb.ImpactPolicy) -> Any:

@@ -29,7 +29,7 @@ from equihome.simulation.v1 import simulation_config_pb2
 from equihome.type.v1 import zone_pb2
 from server import errors, request_fields
 from server.admission import RunLimits, check_bounds, served, too_costly
-from server.auth import current_principal
+from server.auth import authenticated_caller
 from server.integration.errors import service_error
 from server.integration.live_books import LiveBooks
 from server.integration.outbox import Outbox, enqueue
@@ -52,7 +52,6 @@ from simulation.config import SimulationConfig
 log = logging.getLogger(__name__)
 
 TIMEOUT_WITHOUT_DEADLINE_S = 60.0
-DEADLINE_MARGIN_S = 0.1
 ANALYSIS_RUNS = 3  # work of an analysis in plain runs: the base, an exact candidate, counter-offer trials
 
 Publish = Callable[[event_pb2.ImpactAnalysisCompleted], None]
@@ -251,11 +250,6 @@ class ImpactAnalysisService(impact_analysis_service_pb2_grpc.ImpactAnalysisServi
     async def AnalyzeLoanImpact(
         self, request: service_pb2.AnalyzeLoanImpactRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.AnalyzeLoanImpactResponse:
-        principal = current_principal.get()
-        if principal is None:
-            raise RuntimeError(
-                "no authenticated caller: ImpactAnalysisService runs behind the auth interceptor"
-            )
-        remaining = context.time_remaining()
-        budget = TIMEOUT_WITHOUT_DEADLINE_S if remaining is None else max(remaining - DEADLINE_MARGIN_S, 0.0)
-        return (await self._analyzer.analyze(request, owner=principal.subject, budget_s=budget)).response()
+        budget = request_fields.time_budget(context, TIMEOUT_WITHOUT_DEADLINE_S)
+        owner = authenticated_caller().subject
+        return (await self._analyzer.analyze(request, owner=owner, budget_s=budget)).response()

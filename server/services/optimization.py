@@ -30,9 +30,9 @@ from equihome.events.v1 import event_pb2
 from equihome.optimization.v1 import optimization_service_pb2 as service_pb2
 from equihome.optimization.v1 import optimization_service_pb2_grpc
 from equihome.type.v1 import system_pb2
-from server import errors
+from server import errors, request_fields
 from server.admission import RunLimits, admit, check_bounds, served
-from server.auth import current_principal
+from server.auth import authenticated_caller
 from server.integration.live_books import LiveBooks
 from server.integration.outbox import Outbox, PushKeyReused, enqueue
 from server.integration.reoptimise import SYSTEM_OWNER, ReoptimisePolicy, Reoptimiser, watched_portfolios
@@ -51,7 +51,6 @@ Publish = Callable[[event_pb2.OptimizationCompleted], None]
 ShouldSend = Callable[[service_pb2.Optimization], Awaitable[bool]]
 Optimization = service_pb2.Optimization
 TIMEOUT_WITHOUT_DEADLINE_S = 120.0  # callers should set a deadline; this bounds those that do not
-DEADLINE_MARGIN_S = 0.1
 PURGE_INTERVAL_S = 3600.0
 ID_PATTERN = re.compile(r"optimization_[0-9a-f]{32}")
 DESTINATIONS = {
@@ -228,14 +227,16 @@ class OptimizationService(optimization_service_pb2_grpc.OptimizationServiceServi
     async def OptimizeAllocation(  # noqa: N802
         self, request: service_pb2.OptimizeAllocationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.OptimizeAllocationResponse:
-        optimization = await self.optimizations.run(request, owner=_caller(), budget_s=_time_budget(context))
+        budget = request_fields.time_budget(context, TIMEOUT_WITHOUT_DEADLINE_S)
+        owner = authenticated_caller().subject
+        optimization = await self.optimizations.run(request, owner=owner, budget_s=budget)
         return service_pb2.OptimizeAllocationResponse(optimization=optimization)
 
     async def GetOptimization(  # noqa: N802
         self, request: service_pb2.GetOptimizationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.GetOptimizationResponse:
         return service_pb2.GetOptimizationResponse(
-            optimization=await self.optimizations.get(request.optimization_id, _caller())
+            optimization=await self.optimizations.get(request.optimization_id, authenticated_caller().subject)
         )
 
     async def SendRecommendations(  # noqa: N802
@@ -251,7 +252,7 @@ class OptimizationService(optimization_service_pb2_grpc.OptimizationServiceServi
             bad.append(("destinations", "a system appears twice"))
         if bad:
             raise errors.InvalidArgument("The destinations are invalid.", bad, reason="FIELD_INVALID")
-        optimization = await self.optimizations.get(request.optimization_id, _caller())
+        optimization = await self.optimizations.get(request.optimization_id, authenticated_caller().subject)
         if optimization.portfolio_id and request.portfolio_id not in ("", optimization.portfolio_id):
             raise errors.FailedPrecondition(
                 f"Optimisation {optimization.optimization_id} is of portfolio {optimization.portfolio_id}; its "
@@ -276,18 +277,6 @@ class OptimizationService(optimization_service_pb2_grpc.OptimizationServiceServi
         return service_pb2.SendRecommendationsResponse(deliveries=sent.deliveries)
 
 
-def _caller() -> str:
-    principal = current_principal.get()
-    if principal is None:
-        raise RuntimeError("no authenticated caller: OptimizationService runs behind the auth interceptor")
-    return principal.subject
-
-
-def _time_budget(context: grpc.aio.ServicerContext) -> float:
-    remaining = context.time_remaining()
-    if remaining is None:
-        return TIMEOUT_WITHOUT_DEADLINE_S
-    return max(remaining - DEADLINE_MARGIN_S, 0.0)
 
 
 def optimizations(deps: ServiceDependencies) -> Optimizations:

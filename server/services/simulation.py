@@ -38,7 +38,7 @@ from equihome.simulation.v1 import simulation_service_pb2_grpc
 from server import errors, request_fields
 from server.admission import RunLimits, admit, check_bounds, served
 from server.app import Lifecycle
-from server.auth import Principal, current_principal
+from server.auth import Principal, authenticated_caller
 from server.integration.live_books import LiveBooks
 from server.jobs import JobHandle, JobRunner, JobSnapshot, JobState
 from server.mapping.events import simulation_completed, simulation_progressed
@@ -72,7 +72,6 @@ BASIC, SUMMARY, FULL = (
 
 RUN_MAX_PATHS = 20_000  # RunSimulation's limit (docs/api.md)
 RUN_TIMEOUT_WITHOUT_DEADLINE_S = 60.0  # callers should set a deadline; this bounds those that do not
-DEADLINE_MARGIN_S = 0.1  # answer just before the caller's deadline, so it learns the reason
 FULL_VIEW_KEEPS_PATHS_UP_TO = 25_000  # jobs this small keep per-path values for the FULL view
 CACHED_VIEW_BYTES = 64 * 1024 * 1024  # finished runs' ready responses kept in memory
 ADMISSION_THREADS = 2  # configs admitted at once; more wait (each caller's unary budget bounds the wait)
@@ -165,7 +164,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
     async def CreateSimulation(
         self, request: service_pb2.CreateSimulationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.CreateSimulationResponse:
-        caller = _caller()
+        caller = authenticated_caller()
         sent = request.simulation
         request_id = request_fields.request_id(request.request_id)
         prepared = await self._prepare(
@@ -196,7 +195,8 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
     async def GetSimulation(
         self, request: service_pb2.GetSimulationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.GetSimulationResponse:
-        return await self._response(_name(request.name), _view_or(request.view, SUMMARY), _caller())
+        caller = authenticated_caller()
+        return await self._response(_name(request.name), _view_or(request.view, SUMMARY), caller)
 
     async def ListSimulations(
         self, request: service_pb2.ListSimulationsRequest, context: grpc.aio.ServicerContext
@@ -208,7 +208,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
                 [("view", "FULL is not allowed in ListSimulations")],
                 reason="FIELD_INVALID",
             )
-        caller = _caller()
+        caller = authenticated_caller()
         page = await self._runs.list(
             page_size=request.page_size,
             page_token=request.page_token,
@@ -226,7 +226,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
         self, request: service_pb2.CancelSimulationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.CancelSimulationResponse:
         name = _name(request.name)
-        caller = _caller()
+        caller = authenticated_caller()
         active = self._active.get(name)
         if active is None:
             record = _visible(await self._runs.get(name), caller)
@@ -249,13 +249,14 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
         name = _name(request.name)
         view = _view_or(request.view, SUMMARY)
         interval = request_fields.update_interval(request)
-        async for snapshot in self._lifecycle.until_shutdown(self._watch(name, view, interval, _caller())):
+        caller = authenticated_caller()
+        async for snapshot in self._lifecycle.until_shutdown(self._watch(name, view, interval, caller)):
             yield snapshot
 
     async def RunSimulation(
         self, request: service_pb2.RunSimulationRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.RunSimulationResponse:
-        caller = _caller()
+        caller = authenticated_caller()
         prepared = await self._prepare(request.config, request.portfolio_id, "", display_name="")
         config = prepared.config
         paths = engine.path_count(config)
@@ -271,7 +272,7 @@ class SimulationService(simulation_service_pb2_grpc.SimulationServiceServicer):
         received = datetime.now(UTC)
         handle = self._runner.submit(run_simulation, _job(config, keep_paths=view == FULL), owner=caller.subject)
         try:
-            result = await asyncio.wait_for(handle.result(), _time_budget(context))
+            result = await asyncio.wait_for(handle.result(), request_fields.time_budget(context, RUN_TIMEOUT_WITHOUT_DEADLINE_S))
         except TimeoutError:
             raise errors.DeadlineExceeded(
                 f"The run of {paths} paths did not finish within the call's deadline; set a longer deadline "
@@ -498,13 +499,6 @@ def _run_state(state: Simulation.State.ValueType, index: int) -> RunState:
     return RUN_STATES[state]
 
 
-def _caller() -> Principal:
-    """The caller of the current RPC, as the auth interceptor verified it."""
-    principal = current_principal.get()
-    if principal is None:
-        raise RuntimeError("no authenticated caller: SimulationService runs behind the auth interceptor")
-    return principal
-
 
 def _visible(record: RunRecord, caller: Principal) -> RunRecord:
     """``record`` if ``caller`` may see it; to anyone else it does not exist."""
@@ -526,12 +520,6 @@ def _has_started(update: JobSnapshot) -> bool:
         return update.done > 0
     return update.state is not JobState.QUEUED
 
-
-def _time_budget(context: grpc.aio.ServicerContext) -> float:
-    remaining = context.time_remaining()
-    if remaining is None:
-        return RUN_TIMEOUT_WITHOUT_DEADLINE_S
-    return max(remaining - DEADLINE_MARGIN_S, 0.0)
 
 
 def _settle(waiters: asyncio.Future[RunRecord], error: BaseException) -> None:

@@ -32,7 +32,7 @@ from equihome.study.v1 import study_service_pb2_grpc
 from server import errors, request_fields
 from server.admission import RunLimits
 from server.app import Lifecycle
-from server.auth import Principal, current_principal
+from server.auth import Principal, authenticated_caller
 from server.jobs import JobHandle, JobRunner, JobState
 from server.mapping.simulation import SimulationInterrupted
 from server.store import RUN_RETENTION, RunState, StudyRecord, StudyStore, study_not_found
@@ -46,7 +46,6 @@ NAME_PATTERN = re.compile(r"studies/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 MAX_DISPLAY_NAME_CHARS = 200
 UNARY_MAX_PATH_RUNS = 100_000  # RunStressTest / RunSensitivity: paths x runs (docs/api.md)
 UNARY_TIMEOUT_WITHOUT_DEADLINE_S = 60.0
-DEADLINE_MARGIN_S = 0.1
 PURGE_INTERVAL = timedelta(hours=1)
 ADMISSION_THREADS = 2
 
@@ -97,7 +96,7 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
 
     async def CreateStudy(self, request: service_pb2.CreateStudyRequest,
                           context: grpc.aio.ServicerContext) -> service_pb2.CreateStudyResponse:
-        caller = _caller()
+        caller = authenticated_caller()
         request_id = request_fields.request_id(request.request_id)
         sent = request.study
         if len(sent.display_name) > MAX_DISPLAY_NAME_CHARS:
@@ -124,11 +123,12 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
 
     async def GetStudy(self, request: service_pb2.GetStudyRequest,
                        context: grpc.aio.ServicerContext) -> service_pb2.GetStudyResponse:
-        return service_pb2.GetStudyResponse(study=self._view(await self._visible(_name(request.name), _caller())))
+        record = await self._visible(_name(request.name), authenticated_caller())
+        return service_pb2.GetStudyResponse(study=self._view(record))
 
     async def ListStudies(self, request: service_pb2.ListStudiesRequest,
                           context: grpc.aio.ServicerContext) -> service_pb2.ListStudiesResponse:
-        caller = _caller()
+        caller = authenticated_caller()
         states = []
         for index, state in enumerate(request.states):
             if state not in RUN_STATES:
@@ -143,7 +143,7 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
     async def CancelStudy(self, request: service_pb2.CancelStudyRequest,
                           context: grpc.aio.ServicerContext) -> service_pb2.CancelStudyResponse:
         name = _name(request.name)
-        record = await self._visible(name, _caller())
+        record = await self._visible(name, authenticated_caller())
         active = self._active.get(name)
         if active is not None:
             self._runner.cancel(name)  # a queued job ends now; a running one within about a second
@@ -158,7 +158,7 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
                          context: grpc.aio.ServicerContext) -> AsyncIterator[service_pb2.WatchStudyResponse]:
         name = _name(request.name)
         interval = request_fields.update_interval(request)
-        record = await self._visible(name, _caller())
+        record = await self._visible(name, authenticated_caller())
         async for snapshot in self._lifecycle.until_shutdown(self._watch(record, interval)):
             yield snapshot
 
@@ -190,7 +190,7 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
                                                 self._limits)
 
     async def _run_unary(self, spec: pb.StudySpec, context: grpc.aio.ServicerContext) -> bytes:
-        caller = _caller()
+        caller = authenticated_caller()
         kind, admitted = await self._admit(spec, "spec", kind_path="spec")
         if admitted.paths_total > UNARY_MAX_PATH_RUNS:
             raise errors.InvalidArgument(
@@ -203,7 +203,7 @@ class StudyService(study_service_pb2_grpc.StudyServiceServicer):
                           "max_path_runs": str(UNARY_MAX_PATH_RUNS)})
         handle = self._runner.submit(kind.run, admitted.payload, owner=caller.subject)
         try:
-            return await asyncio.wait_for(handle.result(), _time_budget(context))
+            return await asyncio.wait_for(handle.result(), request_fields.time_budget(context, UNARY_TIMEOUT_WITHOUT_DEADLINE_S))
         except TimeoutError:
             raise errors.DeadlineExceeded(
                 "The study did not finish within the call's deadline; set a longer deadline or use CreateStudy.",
@@ -396,12 +396,6 @@ def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def _caller() -> Principal:
-    principal = current_principal.get()
-    if principal is None:
-        raise RuntimeError("no authenticated caller: StudyService runs behind the auth interceptor")
-    return principal
-
 
 def _name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name):
@@ -412,10 +406,3 @@ def _name(name: str) -> str:
 
 
 
-
-
-def _time_budget(context: grpc.aio.ServicerContext) -> float:
-    remaining = context.time_remaining()
-    if remaining is None:
-        return UNARY_TIMEOUT_WITHOUT_DEADLINE_S
-    return max(remaining - DEADLINE_MARGIN_S, 0.0)

@@ -17,6 +17,7 @@ from . import engine
 from .book import LoanBook
 from .config import SimulationConfig
 from .executors import CancelCheck, ChunkExecutor, executor_for
+from .aggregate import BOOTSTRAP_BATCH_VALUES
 from .metrics import Z_95
 from .pathmetrics import PathResults
 from .streams import Purpose, generator
@@ -96,7 +97,6 @@ def mean_deltas(base: np.ndarray, other: np.ndarray) -> list[Estimate]:
 Statistic = Callable[[np.ndarray], np.ndarray]  # rows of samples (rows, paths), sorted -> one figure per row
 
 
-BOOTSTRAP_BATCH_VALUES = 2_000_000  # resampled values held at once per run: bounds memory at any path count
 
 
 def bootstrap_deltas(base: np.ndarray, other: np.ndarray, statistics: Sequence[Statistic],

@@ -278,6 +278,13 @@ def running_mean_ci(x: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float
     return mean, Z_95 * np.sqrt(variance / k)
 
 
+def finite_mean(x: ArrayLike) -> float:
+    """The mean of the finite values of ``x``; NaN when there is none."""
+    values = np.asarray(x, dtype=float).ravel()
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
 # Helpers --------------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import ConfigError, SimulationConfig, ZONES, load_config
 from . import engine
+from .metrics import finite_mean
 from .crn import Estimate, RunsProgress, mean_delta, runs
 from .executors import CancelCheck, ChunkExecutor
 
@@ -165,17 +166,12 @@ def tornado(config: SimulationConfig, parameters: Sequence[str] = DEFAULT_PARAME
         y0 = base[metric]
         row = []
         for i, name in enumerate(parameters):
-            sides = [Side(variants[2 * i + k][1], _mean(moved[2 * i + k][metric]),
+            sides = [Side(variants[2 * i + k][1], finite_mean(moved[2 * i + k][metric]),
                           mean_delta(y0, moved[2 * i + k][metric])) for k in (0, 1)]
-            row.append(_bar(name, metric, _mean(y0), *sides))
+            row.append(_bar(name, metric, finite_mean(y0), *sides))
         bars.extend(sorted(row, key=lambda bar: -bar.swing if np.isfinite(bar.swing) else 0.0))
     return Tornado(relative_change, len(base[metrics[0]]), config.monte_carlo.seed, tuple(metrics),
                    tuple(bars))
-
-
-def _mean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else float("nan")
 
 
 def _bar(parameter: str, metric: str, base: float, low: Side, high: Side) -> Bar:
@@ -262,7 +258,7 @@ def morris(config: SimulationConfig, parameters: Sequence[str] = DEFAULT_PARAMET
 
     check_request(parameters, [metric], relative_change)
     sample, configs, problem = morris_design(config, parameters, relative_change, budget_runs)
-    y = np.array([_mean(r.scalars[metric])
+    y = np.array([finite_mean(r.scalars[metric])
                   for r in runs(configs, progress=progress, cancelled=cancelled, executor=executor)])
     if not np.isfinite(y).all():
         raise SensitivityUnanswerable(f"metric: {metric} has no finite mean on some sample points")

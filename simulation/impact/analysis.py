@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..executors import CancelCheck, ChunkExecutor
+from .. import metrics
 from ..metrics import Z_95
 from ..pathmetrics import PathResults
 from . import concentration as conc
@@ -156,7 +157,7 @@ def _measures(
         "ltv": loan.ltv,
         "amount": loan.amount,
         "stress_ltv": (loan.amount + senior) / (loan.property_value * (1.0 - policy.stress_price_decline)),
-        "loan_irr": _nanmean(loan_paths.irr),
+        "loan_irr": metrics.finite_mean(loan_paths.irr),
         "expected_loss": float(loan_paths.loss.mean() / loan.amount),
         "zone_share_before": float(before.zone_shares[loan.zone]),
         "zone_share_after": float(after.zone_shares[loan.zone]),
@@ -175,11 +176,6 @@ def _measures(
         "lp_net_irr_change": d["lp_net_irr"].delta,
         "sharpe_change": d["sharpe_ratio"].delta,
     }
-
-
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else float("nan")
 
 
 def _replicate_measures(evaluation: _Evaluation) -> Measures:

@@ -128,11 +128,27 @@ def worker_main(
             os._exit(0)
 
 
+_kept_between_jobs: dict[str, Callable[[], None]] = {}  # job function -> how to drop what it keeps
+
+
+def keep_between_jobs(fn: Callable[..., Any], drop: Callable[[], None]) -> None:
+    """``fn`` keeps data in this worker from one of its jobs to the next (a cache); ``drop`` frees it before a
+    job of another function runs, as that job was admitted against the whole worker's memory."""
+    _kept_between_jobs[_qualified(fn)] = drop
+
+
+def _qualified(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
 def _run(job_id: str, job: bytes, reporter: Reporter, connection: Connection) -> bool:
     """Run one pickled ``(fn, payload)`` and send its outcome; True if it succeeded."""
     connection.send((STARTED, job_id))
     try:
         fn, payload = pickle.loads(job)
+        for owner, drop in _kept_between_jobs.items():
+            if owner != _qualified(fn):
+                drop()
         value = fn(payload, reporter)
         reporter.flush()
         outcome: tuple[Any, ...] = (SUCCEEDED, job_id, value)

@@ -15,7 +15,7 @@ from typing import Any
 
 from server.mapping.impact import ImpactRequest, analysis_to_proto
 from server.services.simulation_job import chunk_threads
-from server.workers import JobCancelled, JobReporter
+from server.workers import JobCancelled, JobReporter, keep_between_jobs
 from simulation import engine
 from simulation.config import load_config
 from simulation.impact import Base, analyze, build_base
@@ -33,6 +33,11 @@ class ImpactJob:
 
 def config_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def drop_cached_base() -> None:
+    global _base
+    _base = None
 
 
 def cached_base(config: dict[str, Any], reporter: JobReporter) -> Base:
@@ -70,3 +75,6 @@ def run_impact(job: ImpactJob, reporter: JobReporter) -> bytes:
     return analysis_to_proto(
         result, analysis_id=job.analysis_id, portfolio_id=job.portfolio_id
     ).SerializeToString()
+
+
+keep_between_jobs(run_impact, drop_cached_base)  # another kind of job gets the worker's whole memory

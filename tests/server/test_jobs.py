@@ -218,3 +218,10 @@ async def test_one_owner_cannot_take_more_than_its_quota() -> None:
     assert refused.value.reason == "RUN_QUOTA_EXHAUSTED"
     assert refused.value.metadata == {"owner": "alice", "max_active_runs": "2"}
     assert refused.value.retry_after > 0
+
+
+async def test_a_cache_kept_between_jobs_is_dropped_before_another_kind_of_job() -> None:
+    async with JobRunner(max_running=1, max_queued=4, progress_interval=0) as one_worker:
+        assert await one_worker.submit(toy_jobs.remember, "a").result() == 1
+        assert await one_worker.submit(toy_jobs.remember, "b").result() == 2  # kept for its own kind
+        assert await one_worker.submit(toy_jobs.kept, None).result() == 0  # dropped for another

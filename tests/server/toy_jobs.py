@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from server.jobs import JobCancelled, JobReporter
+from server.workers import keep_between_jobs
 
 STEP_S = 0.01
 
@@ -53,3 +54,19 @@ def pid(payload: Any, reporter: JobReporter) -> int:
     import os
 
     return os.getpid()
+
+
+_kept: list[Any] = []  # what ``remember`` keeps in its worker from one job to the next
+
+
+def remember(payload: Any, reporter: JobReporter) -> int:
+    """Keeps ``payload`` in the worker; returns how many are kept."""
+    _kept.append(payload)
+    return len(_kept)
+
+
+def kept(payload: Any, reporter: JobReporter) -> int:
+    return len(_kept)
+
+
+keep_between_jobs(remember, _kept.clear)
